@@ -1,0 +1,365 @@
+"""Typer commands. Each is one call into a domain package plus rendering; errors become one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from tether.cli.output import RichProgress, console, err_console
+from tether.core import Settings, SigningKey, TetherError, short
+from tether.core.errors import InvalidInputError
+from tether.registry import ModelVersion, Registry
+from tether.registry.reproduce import describe
+
+app = typer.Typer(
+    name="tether",
+    help="Lifecycle governance for ML and LLM systems: lock every model to its code, data and weights.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+alias_app = typer.Typer(help="Move and inspect aliases (champion, challenger, custom names).", no_args_is_help=True)
+app.add_typer(alias_app, name="alias")
+
+
+class State:
+    home: Path | None = None
+
+
+def settings() -> Settings:
+    return Settings(home=State.home) if State.home is not None else Settings()
+
+
+def registry() -> Registry:
+    return Registry.open(settings(), progress=RichProgress())
+
+
+@app.callback()
+def _root(
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Store root (default: $TETHER_HOME or ./.tether).", show_default=False)
+    ] = None,
+) -> None:
+    State.home = home
+
+
+# ----------------------------------------------------------------------------------------------------------
+@app.command()
+def init(
+    new_key: Annotated[bool, typer.Option("--new-key", help="Replace an existing signing key.")] = False,
+) -> None:
+    """Create the store (database, blob folder) and an Ed25519 signing key.
+
+    Example: tether init
+    """
+    s = settings()
+    with Registry.open(s) as reg:
+        db = reg.store.db.url if s.database_url else str(s.home / "tether.db")
+        revision = reg.store.db.current_revision()
+    key_path = s.resolved_signing_key
+    if key_path.exists() and not new_key:
+        key = SigningKey.load(key_path)
+        key_note = "kept"
+    else:
+        key = SigningKey.generate()
+        key.save(key_path)
+        key_note = "created"
+    console.print(f"store     {s.home.absolute()}")
+    console.print(f"database  {db} (schema {revision})")
+    console.print(f"blobs     {s.resolved_blob_url}")
+    console.print(f"key       {key_path} ({key_note}; public {key.public_key_hex[:16]}…)")
+
+
+def _kv(values: list[str], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise InvalidInputError(f"{what} {item!r} is not KEY=VALUE", hint=f"write e.g. --{what} max_iter=150")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _load_mapping(path: Path | None, what: str) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        value = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InvalidInputError(f"{what} file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise InvalidInputError(f"{what} file {path} is not valid JSON or YAML: {e}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} file {path} must hold a mapping, not {type(value).__name__}")
+    return value
+
+
+@app.command()
+def register(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. fraud.")],
+    code: Annotated[Path, typer.Option(help="A folder inside the git work tree of the training code.")],
+    data: Annotated[Path, typer.Option(help="Training data: a Parquet/CSV file or a folder of them.")],
+    weights: Annotated[Path, typer.Option(help="The trained weights: a file or a folder.")],
+    flavor: Annotated[str, typer.Option(help="How to load the weights: sklearn, onnx or python.")],
+    target: Annotated[list[str], typer.Option(help="Label column(s), left out of the input schema.")] = [],  # noqa: B006
+    exclude: Annotated[
+        list[str], typer.Option(help="Data column(s) that are not model inputs (ids, protected attributes).")
+    ] = [],  # noqa: B006
+    param: Annotated[list[str], typer.Option(help="Training parameter KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    params: Annotated[Path | None, typer.Option(help="Training parameters from a JSON/YAML file.")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="Training metrics from a JSON/YAML file.")] = None,
+    train_command: Annotated[
+        str | None,
+        typer.Option(help="Command that retrains, with {data}, {weights}, {metrics}, {python} placeholders."),
+    ] = None,
+    input_schema: Annotated[Path | None, typer.Option(help="Declared input schema (JSON/YAML).")] = None,
+    output_schema: Annotated[Path | None, typer.Option(help="Declared output schema (JSON/YAML).")] = None,
+    flavor_option: Annotated[
+        list[str], typer.Option(help="Flavor option KEY=VALUE, e.g. entry_point=pkg.mod:load.")
+    ] = [],  # noqa: B006
+    allow_dirty: Annotated[bool, typer.Option(help="Accept uncommitted changes; the diff is stored.")] = False,
+    sign: Annotated[bool, typer.Option(help="Sign the weights manifest with the store's Ed25519 key.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the version record as JSON.")] = False,
+) -> None:
+    """Lock code, data and weights into a model version (the same triad gives the same version).
+
+    Example: tether register fraud --code . --data data/transactions.parquet --weights model/model.pkl
+    --flavor sklearn --target is_fraud --exclude gender --metrics metrics.json
+    """
+    all_params = {**(_load_mapping(params, "params") or {}), **_kv(param, "param")}
+    options = _kv(flavor_option, "flavor-option")
+    if isinstance(options.get("trust"), str):
+        options["trust"] = [t for t in options["trust"].split(",") if t]
+    with registry() as reg:
+        before = {v.id for v in reg.versions()} if not as_json else set()
+        mv = reg.register(
+            name,
+            code=code,
+            data=data,
+            weights=weights,
+            flavor=flavor,
+            target=target,
+            exclude=exclude,
+            params=all_params,
+            metrics=_load_mapping(metrics, "metrics"),
+            train_command=train_command,
+            input_schema=_load_mapping(input_schema, "input schema"),
+            output_schema=_load_mapping(output_schema, "output schema"),
+            flavor_options=options,
+            allow_dirty=allow_dirty,
+            sign=sign,
+        )
+    if as_json:
+        console.print_json(json.dumps(mv.to_json()))
+        return
+    verb = "already registered as" if mv.id in before else "registered"
+    console.print(f"{verb} [bold]{mv.ref}[/bold]  id {mv.id}")
+    _print_triad(mv)
+
+
+def _print_triad(mv: ModelVersion) -> None:
+    t = Table(show_header=True, box=None, pad_edge=False)
+    t.add_column("leg")
+    t.add_column("digest")
+    t.add_column("what")
+    dirty = f" + diff {short(mv.code.diff_blob)}" if mv.code.diff_blob else ""
+    t.add_row("code", short(mv.code.digest), f"commit {mv.code.commit_sha[:12]}{dirty} /{mv.code.subdir}, "
+              f"python {mv.code.environment.get('python')}, {len(mv.code.environment.get('packages', []))} packages")
+    t.add_row("data", short(mv.data.digest), f"{mv.data.format}, {mv.data.row_count:,} rows, "
+              f"{len(mv.data.schema)} columns, {_size(mv.data.size_bytes)}")
+    signed = ", signed" if mv.weights.signature else ""
+    t.add_row("weights", short(mv.weights.digest), f"{mv.weights.file_count} file(s), "
+              f"{_size(mv.weights.size_bytes)}{signed}")
+    console.print(t)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@app.command()
+def versions(
+    name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List registered versions with their aliases.
+
+    Example: tether versions fraud
+    """
+    with registry() as reg:
+        vs = reg.versions(name)
+    if as_json:
+        console.print_json(json.dumps([v.to_json() for v in vs]))
+        return
+    t = Table("version", "id", "aliases", "flavor", "code", "data", "weights", "metrics", "registered")
+    for v in vs:
+        shown = ", ".join(f"{k}={v.metrics[k]}" for k in list(v.metrics)[:3])
+        t.add_row(v.ref, short(v.id), ", ".join(v.aliases), v.flavor, v.code.commit_sha[:8] + ("*" if v.code.dirty else ""),
+                  short(v.data.digest, 8), short(v.weights.digest, 8), shown,
+                  f"{v.created_at:%Y-%m-%d %H:%M} by {v.created_by}")
+    console.print(t if vs else "no versions registered yet; see 'tether register --help'")
+
+
+@app.command()
+def show(
+    version: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME@latest, NAME/NUMBER or an id prefix.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
+) -> None:
+    """Print a version's triad, schemas, parameters and metrics.
+
+    Example: tether show fraud@champion
+    """
+    with registry() as reg:
+        mv = reg.get(version)
+    if as_json:
+        console.print_json(json.dumps(mv.to_json()))
+        return
+    console.print(f"[bold]{mv.ref}[/bold]  id {mv.id}")
+    console.print(f"aliases   {', '.join(mv.aliases) or '-'}")
+    console.print(f"flavor    {mv.flavor} {json.dumps(mv.flavor_config, sort_keys=True)}")
+    console.print(f"created   {mv.created_at.isoformat()} by {mv.created_by}")
+    _print_triad(mv)
+    console.print("inputs    " + ", ".join(f"{f['name']}:{f['type']}" for f in mv.input_schema["fields"]))
+    console.print("outputs   " + ", ".join(f"{f['name']}:{f['type']}" for f in mv.output_schema["fields"]))
+    console.print(f"params    {json.dumps(mv.params, sort_keys=True)}")
+    console.print(f"metrics   {json.dumps(mv.metrics, sort_keys=True)}")
+    if mv.train_command:
+        console.print(f"retrain   {mv.train_command}")
+
+
+@alias_app.command("set")
+def alias_set(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
+    version: Annotated[str, typer.Argument(help="The version to point at.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the history).")],
+) -> None:
+    """Point NAME@ALIAS at a version; the move is kept with actor, time and reason.
+
+    Example: tether alias set fraud champion fraud/1 --reason "first model"
+    """
+    with registry() as reg:
+        ev = reg.set_alias(name, alias, version, reason=reason)
+        mv = reg.get(ev.version_id or "")
+    was = f" (was {short(ev.previous_version_id)})" if ev.previous_version_id else ""
+    console.print(f"{name}@{alias} -> {mv.ref} {short(mv.id)}{was}")
+
+
+@alias_app.command("remove")
+def alias_remove(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the history).")],
+) -> None:
+    """Remove an alias (the removal is kept in the history).
+
+    Example: tether alias remove fraud challenger --reason "experiment over"
+    """
+    with registry() as reg:
+        reg.remove_alias(name, alias, reason=reason)
+    console.print(f"{name}@{alias} removed")
+
+
+@alias_app.command("history")
+def alias_history(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str | None, typer.Argument(help="Only this alias.")] = None,
+    at: Annotated[
+        datetime | None, typer.Option(help="Instead: which version ALIAS named at this time (ISO 8601, UTC).")
+    ] = None,
+) -> None:
+    """Every move of a model's aliases, or which version an alias named at a given time.
+
+    Example: tether alias history fraud champion --at 2026-11-26T12:00:00
+    """
+    with registry() as reg:
+        if at is not None:
+            if alias is None:
+                raise InvalidInputError("--at needs an ALIAS", hint="e.g. tether alias history fraud champion --at ...")
+            at = at if at.tzinfo else at.replace(tzinfo=datetime.now().astimezone().tzinfo).astimezone()
+            vid = reg.alias_at(name, alias, at)
+            if vid is None:
+                console.print(f"{name}@{alias} pointed at no version at {at.isoformat()}")
+            else:
+                mv = reg.get(vid)
+                console.print(f"{name}@{alias} at {at.isoformat()}: {mv.ref} {short(mv.id)}")
+            return
+        events = reg.alias_history(name, alias)
+        refs = {v.id: v.ref for v in reg.versions(name)} if events else {}
+    t = Table("time", "alias", "to", "from", "actor", "reason")
+    for e in events:
+        t.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.alias, refs.get(e.version_id or "", "(removed)"),
+                  refs.get(e.previous_version_id or "", "-"), e.actor, e.reason)
+    console.print(t if events else f"no alias moves recorded for {name!r}")
+
+
+@app.command()
+def reproduce(
+    version: Annotated[str, typer.Argument(help="The version to rebuild.")],
+    dest: Annotated[Path, typer.Argument(help="An empty or new folder.")],
+    retrain: Annotated[bool, typer.Option(help="Also run the recorded training command and compare.")] = False,
+) -> None:
+    """Materialise code, data and weights into DEST and verify every digest; optionally retrain.
+
+    Example: tether reproduce fraud/1 /tmp/fraud-1 --retrain
+    """
+    with registry() as reg:
+        report = reg.reproduce(version, dest, retrain=retrain)
+    for line in describe(report):
+        console.print(line)
+    if report.environment_differences:
+        console.print(f"environment: {len(report.environment_differences)} difference(s) from the recorded lock "
+                      f"(see {dest / 'requirements.lock'}): " + "; ".join(report.environment_differences[:3]))
+    console.print(f"materialised into {report.dest}")
+    if not report.verified or (report.retrain is not None and report.retrain.returncode != 0):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    home: Annotated[Path | None, typer.Option(help="Keep the demo store here (default: a fresh temp folder).")] = None,
+    rows: Annotated[int, typer.Option(help="Transactions to generate.")] = 50_000,
+) -> None:
+    """The tour: generate fraud data, train, register, alias, reproduce, retrain, catch tampering.
+
+    Example: tether demo
+    """
+    from tether.cli.demo import run_demo
+
+    run_demo(home=home, rows=rows)
+
+
+def main() -> None:
+    """Console entry point: TetherError becomes one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except TetherError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

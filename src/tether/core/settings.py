@@ -1,0 +1,103 @@
+"""tether's settings: one typed object, read once, passed down.
+
+Precedence, highest first: arguments given to ``Settings(...)``, environment variables (``TETHER_*``),
+a ``tether.toml`` file in the working directory, then the defaults below. Every setting is documented in
+``docs/settings.md``; a test keeps that page complete.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
+class Settings(BaseSettings):
+    """Where tether keeps things and who is acting."""
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_", toml_file="tether.toml", extra="forbid")
+
+    home: Path = Field(
+        default=Path(".tether"),
+        description="Store root: SQLite database, local blobs, keys and temporary files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the metadata database; default a SQLite file under home. "
+        "postgresql://... uses psycopg 3 (extra 'postgres').",
+    )
+    blob_url: str | None = Field(
+        default=None,
+        description="fsspec URL of the content-addressed blob store; default the folder home/blobs. "
+        "s3://bucket/prefix works with any S3-compatible endpoint (extra 's3').",
+    )
+    blob_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for blob_url, as JSON (e.g. "
+        '{"endpoint_url": "http://127.0.0.1:9000", "key": "...", "secret": "..."}).',
+    )
+    signing_key: Path | None = Field(
+        default=None,
+        description="Ed25519 signing key file; default home/keys/signing.ed25519 (created by 'tether init').",
+    )
+    actor: str = Field(
+        default_factory=_default_actor,
+        description="Who is acting, recorded with every alias move and registration.",
+    )
+    hash_workers: int = Field(
+        default_factory=lambda: max(1, min(4, os.cpu_count() or 1)),
+        description="Threads that hash files in parallel.",
+        ge=1,
+        le=64,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @field_validator("database_url", "blob_url")
+    @classmethod
+    def _empty_is_unset(cls, v: str | None) -> str | None:
+        return v or None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'tether.db').absolute()}"
+
+    @property
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or str((self.home / "blobs").absolute())
+
+    @property
+    def resolved_signing_key(self) -> Path:
+        return self.signing_key or self.home / "keys" / "signing.ed25519"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Scratch space on the same file system as the local store, so renames are atomic."""
+        return self.home / "tmp"

@@ -1,0 +1,159 @@
+"""The metadata database: SQLite under the store root by default, PostgreSQL when a URL says so.
+
+Migrations (Alembic, shipped in this package) run automatically the first time a `Database` is opened,
+under a lock so that concurrent processes do not race: an advisory lock on PostgreSQL, a file lock beside
+the SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from tether.core.errors import InvalidInputError, MissingExtraError, TetherError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: Any 64-bit constant; identifies tether's migration lock among other advisory locks.
+_PG_MIGRATION_LOCK = 0x7E7E_0001
+
+
+class DatabaseUnavailableError(TetherError):
+    http_status = 503
+
+
+def normalise_url(url: str) -> str:
+    """Pick the driver tether supports for each backend (psycopg 3 for PostgreSQL)."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise InvalidInputError(
+            f"not a database URL: {url!r}",
+            hint="use sqlite:////abs/path.db or postgresql://user@host:5432/dbname",
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise MissingExtraError("PostgreSQL storage", "psycopg", "postgres") from None
+    elif backend != "sqlite":
+        raise InvalidInputError(
+            f"unsupported database {backend!r} in {url!r}", hint="tether supports sqlite and postgresql URLs"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+class Database:
+    """An engine plus the guarantee that the schema is at the newest migration."""
+
+    _migrated: set[str] = set()
+    _migrate_lock = threading.Lock()
+
+    def __init__(self, url: str, *, engine_options: dict[str, Any] | None = None) -> None:
+        self.url = normalise_url(url)
+        options = dict(engine_options or {})
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite" and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            options.setdefault("pool_pre_ping", True)
+        self.engine: Engine = create_engine(self.url, **options)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (once per process and URL)."""
+        key = self.url
+        if key in Database._migrated:
+            return
+        with Database._migrate_lock, self._process_lock(), self._connect() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            if MigrationContext.configure(conn).get_current_revision() != self.head_revision():
+                cfg = Config()
+                cfg.set_main_option("script_location", str(MIGRATIONS))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            conn.commit()
+        Database._migrated.add(key)
+
+    @staticmethod
+    def head_revision() -> str | None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return ScriptDirectory.from_config(cfg).get_current_head()
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @contextlib.contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        parsed = make_url(self.url)
+        if self.dialect != "sqlite" or not parsed.database or parsed.database == ":memory:":
+            yield
+            return
+        lock_path = Path(parsed.database + ".migrate.lock")
+        with open(lock_path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        try:
+            conn = self.engine.connect()
+        except OperationalError as e:
+            raise DatabaseUnavailableError(
+                f"cannot connect to the database {make_url(self.url).render_as_string(hide_password=True)}: "
+                f"{str(e.orig).strip().splitlines()[0] if e.orig else e}",
+                hint="check TETHER_DATABASE_URL and that the server is running",
+            ) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction: committed on success, rolled back on any error."""
+        with self._connect() as conn, conn.begin():
+            yield conn
+
+    def connect(self) -> contextlib.AbstractContextManager[Connection]:
+        return self._connect()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def is_immutability_violation(exc: BaseException) -> bool:
+    """True when a database error came from tether's immutability triggers."""
+    return isinstance(exc, DBAPIError) and "rows are immutable" in str(exc)

@@ -1,0 +1,135 @@
+"""The metadata tables. Migrations under ``migrations/versions`` create and evolve them; this module is the
+query-side description (SQLAlchemy Core) and must match the newest migration (a test checks)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use timezone-aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+metadata = MetaData()
+
+DIGEST = String(64)
+
+code_refs = Table(
+    "code_refs",
+    metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("commit_sha", String(64), nullable=False),
+    Column("repo_url", Text),
+    Column("subdir", Text, nullable=False),
+    Column("dirty", Boolean, nullable=False),
+    Column("diff_blob", DIGEST),
+    Column("archive_blob", DIGEST, nullable=False),
+    Column("tree_digest", DIGEST, nullable=False),
+    Column("environment", JSON, nullable=False),
+    Column("environment_digest", DIGEST, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+data_snapshots = Table(
+    "data_snapshots",
+    metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("format", String(16), nullable=False),
+    Column("schema", JSON, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("file_count", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+weights_artifacts = Table(
+    "weights_artifacts",
+    metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("file_count", Integer, nullable=False),
+    Column("signature", String(128)),
+    Column("public_key", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", DIGEST, primary_key=True),
+    Column("name", String(200), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("code_digest", DIGEST, ForeignKey("code_refs.digest"), nullable=False),
+    Column("data_digest", DIGEST, ForeignKey("data_snapshots.digest"), nullable=False),
+    Column("weights_digest", DIGEST, ForeignKey("weights_artifacts.digest"), nullable=False),
+    Column("flavor", String(32), nullable=False),
+    Column("flavor_config", JSON, nullable=False),
+    Column("input_schema", JSON, nullable=False),
+    Column("output_schema", JSON, nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("train_command", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    UniqueConstraint("name", "number", name="uq_model_versions_name_number"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("model_name", String(200), primary_key=True),
+    Column("alias", String(100), primary_key=True),
+    Column("version_id", DIGEST, ForeignKey("model_versions.id"), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+alias_events = Table(
+    "alias_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(200), nullable=False),
+    Column("alias", String(100), nullable=False),
+    Column("version_id", DIGEST, ForeignKey("model_versions.id")),
+    Column("previous_version_id", DIGEST),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False, index=True),
+)
+
+#: Tables whose rows can never change once written; enforced by database triggers (migration 0001).
+IMMUTABLE_TABLES = ("code_refs", "data_snapshots", "weights_artifacts", "model_versions", "alias_events")
