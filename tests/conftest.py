@@ -114,9 +114,22 @@ class Project:
 
     def train(self, *extra: str, weights: Path | None = None, metrics: Path | None = None) -> None:
         subprocess.run(
-            [sys.executable, "train.py", "--data", str(self.data), "--weights", str(weights or self.weights),
-             "--metrics", str(metrics or self.metrics), "--max-iter", "20", *extra],
-            cwd=self.root, check=True, capture_output=True,
+            [
+                sys.executable,
+                "train.py",
+                "--data",
+                str(self.data),
+                "--weights",
+                str(weights or self.weights),
+                "--metrics",
+                str(metrics or self.metrics),
+                "--max-iter",
+                "20",
+                *extra,
+            ],
+            cwd=self.root,
+            check=True,
+            capture_output=True,
         )
 
     def register(self, reg: Registry, name: str = "fraud", **kw):

@@ -21,8 +21,14 @@ COUNTRY_RISK = {"US": 0.0, "GB": -0.1, "DE": -0.3, "FR": -0.2, "BR": 0.5, "IN": 
 CATEGORIES = ["grocery", "electronics", "travel", "fashion", "gaming", "fuel", "restaurants", "digital_goods"]
 CATEGORY_P = [0.25, 0.1, 0.08, 0.12, 0.07, 0.15, 0.15, 0.08]
 CATEGORY_RISK = {
-    "grocery": -0.8, "electronics": 0.9, "travel": 0.5, "fashion": 0.1,
-    "gaming": 0.8, "fuel": -0.5, "restaurants": -0.6, "digital_goods": 1.1,
+    "grocery": -0.8,
+    "electronics": 0.9,
+    "travel": 0.5,
+    "fashion": 0.1,
+    "gaming": 0.8,
+    "fuel": -0.5,
+    "restaurants": -0.6,
+    "digital_goods": 1.1,
 }
 FRAUD_RATE = 0.02
 

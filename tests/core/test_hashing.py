@@ -2,7 +2,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -61,7 +60,11 @@ def test_manifest_round_trips_through_its_canonical_bytes(tmp_path):
 def test_diff_names_missing_unexpected_and_changed_files():
     a = Manifest((ManifestEntry("x", 1, "0" * 64), ManifestEntry("y", 1, "1" * 64)))
     b = Manifest((ManifestEntry("y", 1, "2" * 64), ManifestEntry("z", 1, "3" * 64)))
-    assert a.diff(b) == ["missing: x", "unexpected: z", "changed: y (expected 111111111111, found 222222222222)"]
+    assert a.diff(b) == [
+        "missing: x",
+        "unexpected: z",
+        "changed: y (expected 111111111111, found 222222222222)",
+    ]
 
 
 def test_symlinks_are_refused_with_a_clear_error(tmp_path):

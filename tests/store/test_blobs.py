@@ -93,15 +93,21 @@ def s3_endpoint():
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="k", aws_secret_access_key="s",
-                 region_name="us-east-1").create_bucket(Bucket="models")
+    boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+    ).create_bucket(Bucket="models")
     yield url
     server.stop()
 
 
 @pytest.mark.s3
 def test_s3_compatible_endpoint(s3_endpoint, tmp_path):
-    opts = {"endpoint_url": s3_endpoint, "key": "k", "secret": "s", "client_kwargs": {"region_name": "us-east-1"}}
+    opts = {
+        "endpoint_url": s3_endpoint,
+        "key": "k",
+        "secret": "s",
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
     blobs = BlobStore("s3://models/tether", options=opts)
     data = os.urandom(200_000)
     (tmp_path / "w.bin").write_bytes(data)

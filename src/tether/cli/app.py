@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich import box
 from rich.table import Table
 
 from tether.cli.output import RichProgress, console, err_console
@@ -44,7 +45,8 @@ def registry() -> Registry:
 @app.callback()
 def _root(
     home: Annotated[
-        Path | None, typer.Option("--home", help="Store root (default: $TETHER_HOME or ./.tether).", show_default=False)
+        Path | None,
+        typer.Option("--home", help="Store root (default: $TETHER_HOME or ./.tether).", show_default=False),
     ] = None,
 ) -> None:
     State.home = home
@@ -173,14 +175,28 @@ def _print_triad(mv: ModelVersion) -> None:
     t.add_column("digest")
     t.add_column("what")
     dirty = f" + diff {short(mv.code.diff_blob)}" if mv.code.diff_blob else ""
-    t.add_row("code", short(mv.code.digest), f"commit {mv.code.commit_sha[:12]}{dirty} /{mv.code.subdir}, "
-              f"python {mv.code.environment.get('python')}, {len(mv.code.environment.get('packages', []))} packages")
-    t.add_row("data", short(mv.data.digest), f"{mv.data.format}, {mv.data.row_count:,} rows, "
-              f"{len(mv.data.schema)} columns, {_size(mv.data.size_bytes)}")
+    t.add_row(
+        "code",
+        short(mv.code.digest),
+        f"commit {mv.code.commit_sha[:12]}{dirty} /{mv.code.subdir}, "
+        f"python {mv.code.environment.get('python')}, {len(mv.code.environment.get('packages', []))} packages",
+    )
+    t.add_row(
+        "data",
+        short(mv.data.digest),
+        f"{mv.data.format}, {mv.data.row_count:,} rows, {len(mv.data.schema)} columns, {_size(mv.data.size_bytes)}",
+    )
     signed = ", signed" if mv.weights.signature else ""
-    t.add_row("weights", short(mv.weights.digest), f"{mv.weights.file_count} file(s), "
-              f"{_size(mv.weights.size_bytes)}{signed}")
+    t.add_row(
+        "weights",
+        short(mv.weights.digest),
+        f"{mv.weights.file_count} file(s), {_size(mv.weights.size_bytes)}{signed}",
+    )
     console.print(t)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _size(n: int) -> str:
@@ -206,12 +222,24 @@ def versions(
     if as_json:
         console.print_json(json.dumps([v.to_json() for v in vs]))
         return
-    t = Table("version", "id", "aliases", "flavor", "code", "data", "weights", "metrics", "registered")
+    t = Table(box=box.SIMPLE_HEAD)
+    # The reference and id never wrap: they are what users copy. Details are in 'tether show'.
+    t.add_column("version", no_wrap=True)
+    t.add_column("id", no_wrap=True)
+    t.add_column("aliases", overflow="fold")
+    t.add_column("commit", no_wrap=True)
+    t.add_column("metrics", overflow="fold")
+    t.add_column("registered", overflow="fold")
     for v in vs:
-        shown = ", ".join(f"{k}={v.metrics[k]}" for k in list(v.metrics)[:3])
-        t.add_row(v.ref, short(v.id), ", ".join(v.aliases), v.flavor, v.code.commit_sha[:8] + ("*" if v.code.dirty else ""),
-                  short(v.data.digest, 8), short(v.weights.digest, 8), shown,
-                  f"{v.created_at:%Y-%m-%d %H:%M} by {v.created_by}")
+        shown = " ".join(f"{k}={_num(v.metrics[k])}" for k in list(v.metrics)[:2])
+        t.add_row(
+            v.ref,
+            short(v.id),
+            ", ".join(v.aliases),
+            v.code.commit_sha[:8] + ("*" if v.code.dirty else ""),
+            shown,
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+        )
     console.print(t if vs else "no versions registered yet; see 'tether register --help'")
 
 
@@ -303,8 +331,14 @@ def alias_history(
         refs = {v.id: v.ref for v in reg.versions(name)} if events else {}
     t = Table("time", "alias", "to", "from", "actor", "reason")
     for e in events:
-        t.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.alias, refs.get(e.version_id or "", "(removed)"),
-                  refs.get(e.previous_version_id or "", "-"), e.actor, e.reason)
+        t.add_row(
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.alias,
+            refs.get(e.version_id or "", "(removed)"),
+            refs.get(e.previous_version_id or "", "-"),
+            e.actor,
+            e.reason,
+        )
     console.print(t if events else f"no alias moves recorded for {name!r}")
 
 
@@ -323,8 +357,10 @@ def reproduce(
     for line in describe(report):
         console.print(line)
     if report.environment_differences:
-        console.print(f"environment: {len(report.environment_differences)} difference(s) from the recorded lock "
-                      f"(see {dest / 'requirements.lock'}): " + "; ".join(report.environment_differences[:3]))
+        console.print(
+            f"environment: {len(report.environment_differences)} difference(s) from the recorded lock "
+            f"(see {dest / 'requirements.lock'}): " + "; ".join(report.environment_differences[:3])
+        )
     console.print(f"materialised into {report.dest}")
     if not report.verified or (report.retrain is not None and report.retrain.returncode != 0):
         raise typer.Exit(1)
@@ -345,21 +381,12 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: TetherError becomes one line on stderr and exit status 2."""
+    """Console entry point: a TetherError becomes one line on stderr and exit status 2.
+
+    Usage errors are click's own (also exit status 2); anything else is a bug and keeps its traceback.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except TetherError as e:
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise

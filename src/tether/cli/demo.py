@@ -76,8 +76,19 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
     _run(["git", "add", "-A"], project)
     _run(["git", "commit", "-q", "-m", "fraud model"], project)
     _run([py, "generate.py", "--rows", str(rows), "--seed", "7", "--out", "data/transactions.parquet"], project)
-    _run([py, "train.py", "--data", "data/transactions.parquet", "--weights", "model/model.pkl",
-          "--metrics", "metrics.json"], project)
+    _run(
+        [
+            py,
+            "train.py",
+            "--data",
+            "data/transactions.parquet",
+            "--weights",
+            "model/model.pkl",
+            "--metrics",
+            "metrics.json",
+        ],
+        project,
+    )
 
     _step("2. Register the triad: code commit + data snapshot + weights")
     settings = Settings(home=store_home, database_url="", blob_url="")
@@ -103,8 +114,10 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
             **common,
         )
         console.print(f"registered {v1.ref}  id {short(v1.id)}")
-        console.print(f"  code    {short(v1.code.digest)}  commit {v1.code.commit_sha[:10]}, "
-                      f"{len(v1.code.environment['packages'])} packages locked")
+        console.print(
+            f"  code    {short(v1.code.digest)}  commit {v1.code.commit_sha[:10]}, "
+            f"{len(v1.code.environment['packages'])} packages locked"
+        )
         console.print(f"  data    {short(v1.data.digest)}  {v1.data.row_count:,} rows x {len(v1.data.schema)} columns")
         console.print(f"  weights {short(v1.weights.digest)}  {v1.weights.size_bytes:,} bytes, Ed25519-signed")
         console.print("  inputs  " + ", ".join(f"{f['name']}:{f['type']}" for f in v1.input_schema["fields"]))
@@ -117,12 +130,29 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
             metrics=json.loads((project / "metrics.json").read_text()),
             **common,
         )
-        console.print(f"registering the same triad again returns the same version: {again.ref} "
-                      f"{'(same id)' if again.id == v1.id else '(DIFFERENT id: bug)'}")
+        console.print(
+            f"registering the same triad again returns the same version: {again.ref} "
+            f"{'(same id)' if again.id == v1.id else '(DIFFERENT id: bug)'}"
+        )
 
         _step("3. A second candidate, and aliases with history")
-        _run([py, "train.py", "--data", "data/transactions.parquet", "--weights", "model/model.pkl",
-              "--metrics", "metrics.json", "--max-iter", "60", "--learning-rate", "0.15"], project)
+        _run(
+            [
+                py,
+                "train.py",
+                "--data",
+                "data/transactions.parquet",
+                "--weights",
+                "model/model.pkl",
+                "--metrics",
+                "metrics.json",
+                "--max-iter",
+                "60",
+                "--learning-rate",
+                "0.15",
+            ],
+            project,
+        )
         v2 = reg.register(
             "fraud",
             data=project / "data/transactions.parquet",
@@ -179,8 +209,10 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
                 conn.execute(text("UPDATE model_versions SET metrics = '{}' WHERE id = :i"), {"i": v1.id})
             console.print("[red]a registered version was changed: bug[/red]")
         except Exception as e:  # the database trigger refuses it
-            console.print(f"  direct SQL UPDATE of a version row -> [green]refused by the database:[/green] "
-                          f"{str(getattr(e, 'orig', e)).splitlines()[0]}")
+            console.print(
+                f"  direct SQL UPDATE of a version row -> [green]refused by the database:[/green] "
+                f"{str(getattr(e, 'orig', e)).splitlines()[0]}"
+            )
 
     _step("Next")
     h = f"--home {store_home}"

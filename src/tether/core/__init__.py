@@ -21,8 +21,8 @@ from tether.core.hashing import (
     hash_tree,
     sha256_bytes,
 )
-from tether.core.progress import NoProgress, ProgressReporter
 from tether.core.ids import TraceIdGenerator, trace_id_time_ms
+from tether.core.progress import NoProgress, ProgressReporter
 from tether.core.settings import Settings
 from tether.core.signing import SigningKey, verify_signature
 from tether.core.types import Digest, TraceId, VersionId, short
@@ -35,9 +35,9 @@ __all__ = [
     "ImmutableError",
     "IntegrityError",
     "InvalidInputError",
-    "ManualClock",
     "Manifest",
     "ManifestEntry",
+    "ManualClock",
     "MissingExtraError",
     "NoProgress",
     "NotFoundError",

@@ -212,9 +212,7 @@ def hash_tree(
     return manifest_of(((rel, p) for rel, p, _ in files), workers=workers, progress=progress)
 
 
-def manifest_of(
-    files: Iterable[tuple[str, Path]], *, workers: int = 4, progress: Progress | None = None
-) -> Manifest:
+def manifest_of(files: Iterable[tuple[str, Path]], *, workers: int = 4, progress: Progress | None = None) -> Manifest:
     """The manifest of explicitly named files (relative path, absolute path)."""
     items = list(files)
 

@@ -25,5 +25,3 @@ class NoProgress:
 
 def _ignore(_n: int) -> None:
     return None
-
-

@@ -96,7 +96,13 @@ def at_time(conn: Connection, model_name: str, alias: str, at: datetime) -> Vers
     """The version ``alias`` pointed at, at time ``at`` (None when it pointed nowhere)."""
     row = conn.execute(
         select(alias_events.c.version_id)
-        .where(and_(alias_events.c.model_name == model_name, alias_events.c.alias == alias, alias_events.c.at <= at))
+        .where(
+            and_(
+                alias_events.c.model_name == model_name,
+                alias_events.c.alias == alias,
+                alias_events.c.at <= at,
+            )
+        )
         .order_by(alias_events.c.at.desc(), alias_events.c.id.desc())
         .limit(1)
     ).first()

@@ -80,9 +80,7 @@ class GitCapture:
 def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> bytes:
     if shutil.which("git") is None:
         raise ExternalCommandError("git is not installed", hint="install git (apt-get install git)")
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, env={**os.environ, **(env or {})}, check=False
-    )
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env={**os.environ, **(env or {})}, check=False)
     if check and proc.returncode != 0:
         raise ExternalCommandError(
             f"git {' '.join(args[:2])} failed in {cwd}: {proc.stderr.decode(errors='replace').strip()}"
@@ -148,7 +146,11 @@ def archive(top: Path, commit: str, dest: Path) -> None:
     """Write ``git archive --format=tar`` of ``commit`` to ``dest``."""
     with open(dest, "wb") as out:
         proc = subprocess.run(
-            ["git", "archive", "--format=tar", commit], cwd=top, stdout=out, stderr=subprocess.PIPE, check=False
+            ["git", "archive", "--format=tar", commit],
+            cwd=top,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            check=False,
         )
     if proc.returncode != 0:
         raise ExternalCommandError(f"git archive failed: {proc.stderr.decode(errors='replace').strip()}")
@@ -205,4 +207,3 @@ def verify_tree(root: Path, expected: Manifest, *, workers: int = 4) -> list[str
         return missing
     found = manifest_of(files, workers=workers)
     return expected.diff(found)
-

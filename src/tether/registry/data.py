@@ -72,14 +72,13 @@ def detect_format(path: Path) -> tuple[str, list[Path]]:
         formats.add(fmt)
     if len(formats) > 1:
         raise InvalidInputError(
-            f"dataset {path} mixes formats ({', '.join(sorted(formats))})", hint="keep one format per snapshot"
+            f"dataset {path} mixes formats ({', '.join(sorted(formats))})",
+            hint="keep one format per snapshot",
         )
     return formats.pop(), files
 
 
-def inspect(
-    path: str | os.PathLike[str], *, hash_workers: int = 4, progress: Progress | None = None
-) -> DataCapture:
+def inspect(path: str | os.PathLike[str], *, hash_workers: int = 4, progress: Progress | None = None) -> DataCapture:
     """Read the schema and row count of a dataset and hash all of its bytes. Writes nothing."""
     root = Path(path).absolute()
     fmt, files = detect_format(root)

@@ -12,7 +12,7 @@ def environment_lock() -> dict[str, Any]:
     """Python version, platform and every installed distribution as ``name==version``, sorted."""
     packages: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.name  # None for a broken installation
         if name:
             packages[_canonical(name)] = dist.version
     return {

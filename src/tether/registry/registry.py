@@ -53,9 +53,7 @@ _HEX = frozenset("0123456789abcdef")
 class Registry:
     """The triad registry over a `Store`."""
 
-    def __init__(
-        self, store: Store, *, clock: Clock | None = None, progress: ProgressReporter | None = None
-    ) -> None:
+    def __init__(self, store: Store, *, clock: Clock | None = None, progress: ProgressReporter | None = None) -> None:
         self.store = store
         self.settings = store.settings
         self.clock = clock or SystemClock()
@@ -224,15 +222,26 @@ class Registry:
         return self.get(vid)
 
     def _insert_version(
-        self, code_row: dict[str, Any], data_row: dict[str, Any], weights_row: dict[str, Any], row: dict[str, Any]
+        self,
+        code_row: dict[str, Any],
+        data_row: dict[str, Any],
+        weights_row: dict[str, Any],
+        row: dict[str, Any],
     ) -> None:
         for attempt in range(3):
             try:
                 with self.store.db.begin() as conn:
                     if self._exists(row["id"], conn):
                         return
-                    for table, values in ((code_refs, code_row), (data_snapshots, data_row), (weights_artifacts, weights_row)):
-                        if conn.execute(select(table.c.digest).where(table.c.digest == values["digest"])).first() is None:
+                    for table, values in (
+                        (code_refs, code_row),
+                        (data_snapshots, data_row),
+                        (weights_artifacts, weights_row),
+                    ):
+                        if (
+                            conn.execute(select(table.c.digest).where(table.c.digest == values["digest"])).first()
+                            is None
+                        ):
                             conn.execute(insert(table).values(**values))
                     number = conn.execute(
                         select(func.coalesce(func.max(model_versions.c.number), 0)).where(
@@ -352,9 +361,7 @@ class Registry:
                     )
                 ).first()
                 if row is None:
-                    raise NotFoundError(
-                        f"no version {ref}", hint=f"list versions with 'tether versions {name}'"
-                    )
+                    raise NotFoundError(f"no version {ref}", hint=f"list versions with 'tether versions {name}'")
                 return VersionId(row[0])
             low = ref.lower()
             if len(low) >= 6 and set(low) <= _HEX:
@@ -376,9 +383,7 @@ class Registry:
 
     def _unknown_model(self, conn: Connection, name: str) -> NotFoundError:
         names = [r[0] for r in conn.execute(select(model_versions.c.name).distinct())]
-        return NotFoundError(
-            f"no model named {name!r}", hint=f"known models: {', '.join(sorted(names)) or 'none yet'}"
-        )
+        return NotFoundError(f"no model named {name!r}", hint=f"known models: {', '.join(sorted(names)) or 'none yet'}")
 
     def get(self, ref: str) -> ModelVersion:
         """The version ``ref`` names, after checking its stored row still hashes to its id."""
@@ -404,9 +409,11 @@ class Registry:
     def _build(self, conn: Connection, row: RowMapping, tags: list[str]) -> ModelVersion:
         c = conn.execute(select(code_refs).where(code_refs.c.digest == row["code_digest"])).mappings().one()
         d = conn.execute(select(data_snapshots).where(data_snapshots.c.digest == row["data_digest"])).mappings().one()
-        w = conn.execute(
-            select(weights_artifacts).where(weights_artifacts.c.digest == row["weights_digest"])
-        ).mappings().one()
+        w = (
+            conn.execute(select(weights_artifacts).where(weights_artifacts.c.digest == row["weights_digest"]))
+            .mappings()
+            .one()
+        )
         return ModelVersion(
             id=VersionId(row["id"]),
             name=row["name"],
@@ -462,9 +469,7 @@ class Registry:
                 hint="restore the database from a backup; do not use this version",
             )
         c = mv.code
-        code_expected = CodeRef.compute_digest(
-            c.commit_sha, c.tree_digest, c.diff_blob, c.environment_digest, c.subdir
-        )
+        code_expected = CodeRef.compute_digest(c.commit_sha, c.tree_digest, c.diff_blob, c.environment_digest, c.subdir)
         if code_expected != c.digest:
             raise IntegrityError(
                 f"code record {short(c.digest)}… of version {short(mv.id)}… was changed in the database",

@@ -111,8 +111,12 @@ def _retrain(
     new_weights = out_dir / weights_path.name if mv.weights.single_file else out_dir / "weights"
     metrics_file = out_dir / "metrics.json"
     assert mv.train_command is not None
-    values = {"data": str(data_path), "weights": str(new_weights), "metrics": str(metrics_file),
-              "python": sys.executable}
+    values = {
+        "data": str(data_path),
+        "weights": str(new_weights),
+        "metrics": str(metrics_file),
+        "python": sys.executable,
+    }
     try:
         argv = [part.format(**values) for part in shlex.split(mv.train_command)]
     except (KeyError, ValueError, IndexError) as e:

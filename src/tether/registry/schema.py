@@ -33,13 +33,19 @@ def type_of_dtype(dtype: Any) -> str:
     return {"i": "integer", "u": "integer", "f": "float", "b": "boolean", "M": "datetime"}.get(kind, "string")
 
 
-def from_data_schema(columns: list[dict[str, Any]], *, exclude: list[str], null_counts: dict[str, int]) -> dict[str, Any]:
+def from_data_schema(
+    columns: list[dict[str, Any]], *, exclude: list[str], null_counts: dict[str, int]
+) -> dict[str, Any]:
     fields = []
     for c in columns:
         if c["name"] in exclude:
             continue
         fields.append(
-            {"name": c["name"], "type": type_of_arrow(c["type"]), "required": null_counts.get(c["name"], 0) == 0}
+            {
+                "name": c["name"],
+                "type": type_of_arrow(c["type"]),
+                "required": null_counts.get(c["name"], 0) == 0,
+            }
         )
     return {"fields": fields}
 
@@ -58,7 +64,8 @@ def validate_schema(schema: Any, *, what: str) -> dict[str, Any]:
         names.add(f["name"])
         if f.get("type") not in TYPES:
             raise InvalidInputError(
-                f"{what}: field {f['name']!r} has type {f.get('type')!r}", hint=f"use one of {', '.join(TYPES)}"
+                f"{what}: field {f['name']!r} has type {f.get('type')!r}",
+                hint=f"use one of {', '.join(TYPES)}",
             )
         unknown = set(f) - {"name", "type", "required", "enum", "minimum", "maximum", "description"}
         if unknown:

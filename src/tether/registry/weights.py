@@ -28,5 +28,8 @@ class WeightsArtifact:
     def verify_signature(self, manifest: Manifest) -> None:
         if self.signature and self.public_key:
             verify_signature(
-                self.public_key, manifest.canonical_bytes(), self.signature, what=f"weights {self.digest[:12]}…"
+                self.public_key,
+                manifest.canonical_bytes(),
+                self.signature,
+                what=f"weights {self.digest[:12]}…",
             )

@@ -150,7 +150,12 @@ class BlobStore:
         return data
 
     def get_file(
-        self, digest: str, dest: str | os.PathLike[str], *, what: str = "blob", progress: Progress | None = None
+        self,
+        digest: str,
+        dest: str | os.PathLike[str],
+        *,
+        what: str = "blob",
+        progress: Progress | None = None,
     ) -> None:
         """Copy a blob to ``dest``, verifying its digest; on a mismatch nothing is left at ``dest``."""
         out = Path(dest)

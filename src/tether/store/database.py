@@ -12,7 +12,7 @@ import fcntl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from alembic import command
 from alembic.config import Config
@@ -69,8 +69,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Database:
     """An engine plus the guarantee that the schema is at the newest migration."""
 
-    _migrated: set[str] = set()
-    _migrate_lock = threading.Lock()
+    _migrated: ClassVar[set[str]] = set()
+    _migrate_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, url: str, *, engine_options: dict[str, Any] | None = None) -> None:
         self.url = normalise_url(url)

@@ -28,9 +28,10 @@ class Predictor(Protocol):
 
 
 class Flavor(Protocol):
-    name: str
-    #: The pip extra that brings this flavor's libraries, named in errors when they are missing.
-    extra: str | None
+    @property
+    def name(self) -> str:
+        """The name users pass as ``--flavor``."""
+        ...
 
     def configure(self, weights: Path, code: Path | None, options: dict[str, Any]) -> dict[str, Any]:
         """Validate the weights (and code) at registration; return the flavor config stored with the version."""
@@ -60,9 +61,7 @@ def get_flavor(name: str) -> Flavor:
     try:
         return _FLAVORS[name]
     except KeyError:
-        raise InvalidInputError(
-            f"unknown flavor {name!r}", hint=f"use one of: {', '.join(sorted(_FLAVORS))}"
-        ) from None
+        raise InvalidInputError(f"unknown flavor {name!r}", hint=f"use one of: {', '.join(sorted(_FLAVORS))}") from None
 
 
 def flavor_names() -> list[str]:
@@ -104,8 +103,9 @@ def to_frame(result: Any, n_rows: int) -> pd.DataFrame:
     elif isinstance(result, pd.Series):
         frame = result.reset_index(drop=True).to_frame(name=str(result.name or "prediction"))
     elif isinstance(result, dict):
-        frame = pd.DataFrame({k: np.asarray(v).reshape(n_rows, -1)[:, 0] if np.ndim(v) > 1 else v
-                              for k, v in result.items()})
+        frame = pd.DataFrame(
+            {k: np.asarray(v).reshape(n_rows, -1)[:, 0] if np.ndim(v) > 1 else v for k, v in result.items()}
+        )
     else:
         arr = np.asarray(result)
         if arr.ndim == 1:

@@ -108,7 +108,8 @@ def _immutability_triggers(tables: tuple[str, ...]) -> None:
     elif dialect == "postgresql":
         op.execute(
             "CREATE OR REPLACE FUNCTION tether_immutable() RETURNS trigger AS $$ BEGIN "
-            "RAISE EXCEPTION 'tether: % rows are immutable', TG_TABLE_NAME USING ERRCODE = 'integrity_constraint_violation'; "
+            "RAISE EXCEPTION 'tether: % rows are immutable', TG_TABLE_NAME "
+            "USING ERRCODE = 'integrity_constraint_violation'; "
             "END $$ LANGUAGE plpgsql"
         )
         for t in tables:
@@ -125,7 +126,14 @@ def _immutability_triggers(tables: tuple[str, ...]) -> None:
 
 
 def downgrade() -> None:
-    for t in ("alias_events", "aliases", "model_versions", "weights_artifacts", "data_snapshots", "code_refs"):
+    for t in (
+        "alias_events",
+        "aliases",
+        "model_versions",
+        "weights_artifacts",
+        "data_snapshots",
+        "code_refs",
+    ):
         op.drop_table(t)
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS tether_immutable()")

@@ -1,0 +1,24 @@
+"""Each package's __all__ lists exactly its public names (httpx's habit)."""
+
+import importlib
+import types
+
+import pytest
+
+PACKAGES = [
+    "tether",
+    "tether.core",
+    "tether.store",
+    "tether.registry",
+    "tether.registry.flavors",
+    "tether.cli",
+]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_complete_and_exact(name):
+    module = importlib.import_module(name)
+    public = {k for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert sorted(module.__all__) == sorted(public | {k for k in module.__all__ if k.startswith("__")})
+    for k in module.__all__:
+        assert hasattr(module, k), f"{name}.{k} is listed but missing"
