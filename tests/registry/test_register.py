@@ -188,3 +188,12 @@ def test_registration_from_a_copied_repository_is_the_same_version(registry, pro
         registry, code=clone, data=clone / "data/transactions.parquet", weights=clone / "model/model.pkl"
     )
     assert v2.id == v1.id
+
+
+def test_concurrent_registrations_of_the_same_triad_give_one_version(any_registry, project):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda _: project.register(any_registry).id, range(4)))
+    assert len(set(ids)) == 1
+    assert [v.number for v in any_registry.versions("fraud")] == [1]

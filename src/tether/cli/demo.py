@@ -215,6 +215,7 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
             )
 
     _step("Next")
+    console.print("  (run these with the virtual environment active: source .venv/bin/activate)")
     h = f"--home {store_home}"
     console.print(f"  tether {h} versions fraud")
     console.print(f"  tether {h} show fraud@champion")

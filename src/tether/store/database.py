@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +70,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Database:
     """An engine plus the guarantee that the schema is at the newest migration."""
 
-    _migrated: ClassVar[set[str]] = set()
+    #: Serialises migrations between threads of one process (other processes: the locks below).
     _migrate_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, url: str, *, engine_options: dict[str, Any] | None = None) -> None:
@@ -87,10 +88,10 @@ class Database:
         self.migrate()
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (once per process and URL)."""
-        key = self.url
-        if key in Database._migrated:
-            return
+        """Bring the schema to the newest migration; costs one query when it already is."""
+        with self._connect() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == self.head_revision():
+                return
         with Database._migrate_lock, self._process_lock(), self._connect() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
@@ -100,9 +101,9 @@ class Database:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
             conn.commit()
-        Database._migrated.add(key)
 
     @staticmethod
+    @functools.cache
     def head_revision() -> str | None:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
