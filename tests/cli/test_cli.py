@@ -70,7 +70,11 @@ def test_register_show_versions_alias_reproduce(tether, project, tmp_path):
     assert shown["params"] == {"max_iter": 20} and shown["weights"]["signed"]
     assert "fraud/1" in tether("versions")
     assert "commit" in tether("show", "fraud@latest")
-    assert "fraud@champion -> fraud/1" in tether("alias", "set", "fraud", "champion", "fraud/1", "--reason", "first")
+    assert "needs a PASS gate report" in tether(
+        "alias", "set", "fraud", "champion", "fraud/1", "--reason", "x", expect=2
+    )
+    out = tether("alias", "set", "fraud", "champion", "fraud/1", "--reason", "first", "--force")
+    assert "fraud@champion -> fraud/1" in out and "FORCED" in out
     assert "first" in tether("alias", "history", "fraud")
     assert "fraud/1" in tether("alias", "history", "fraud", "champion", "--at", "2999-01-01T00:00:00+00:00")
     assert "pointed at no version" in tether("alias", "history", "fraud", "champion", "--at", "2000-01-01T00:00:00Z")

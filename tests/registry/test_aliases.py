@@ -18,10 +18,11 @@ def test_alias_moves_are_kept_and_answer_which_version_at_time_t(clocked, projec
     v1 = project.register(reg)
     project.train("--learning-rate", "0.3")
     v2 = project.register(reg)
-    reg.set_alias("fraud", "champion", "fraud/1", reason="first model", actor="alice")
+    reg.set_alias("fraud", "champion", "fraud/1", reason="first model", actor="alice", force=True)
     t1 = clock.now()
     clock.advance(3600)
-    ev = reg.set_alias("fraud", "champion", "fraud/2", reason="passed the gate", actor="bob")
+    ev = reg.set_alias("fraud", "champion", "fraud/2", reason="passed the gate", actor="bob", force=True)
+    assert ev.forced and ev.gate_report_id is None
     assert ev.previous_version_id == v1.id
     t2 = clock.now()
     assert reg.get("fraud@champion").id == v2.id
@@ -60,3 +61,14 @@ def test_bad_alias_moves_are_refused(registry, project):
     with pytest.raises(InvalidInputError, match="timezone"):
         registry.alias_at("fraud", "champion", datetime(2026, 1, 1))
     assert registry.alias_history("fraud") == []
+
+
+def test_champion_needs_a_pass_report_or_a_recorded_force(registry, project):
+    from tether.core import ConflictError
+
+    project.register(registry)
+    with pytest.raises(ConflictError, match=r"needs a PASS gate report for fraud/1 against no champion"):
+        registry.set_alias("fraud", "champion", "fraud/1", reason="no gate")
+    assert registry.alias_history("fraud") == []
+    ev = registry.set_alias("fraud", "challenger", "fraud/1", reason="challengers are not gated")
+    assert not ev.forced

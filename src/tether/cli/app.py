@@ -276,16 +276,23 @@ def alias_set(
     alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
     version: Annotated[str, typer.Argument(help="The version to point at.")],
     reason: Annotated[str, typer.Option(help="Why (kept in the history).")],
+    force: Annotated[
+        bool, typer.Option(help="Move 'champion' without a PASS gate report (recorded with the reason).")
+    ] = False,
 ) -> None:
     """Point NAME@ALIAS at a version; the move is kept with actor, time and reason.
 
-    Example: tether alias set fraud champion fraud/1 --reason "first model"
+    Moving 'champion' needs a PASS report from 'tether gate run' for that version against the current
+    champion, or --force.
+
+    Example: tether alias set fraud champion fraud/2 --reason "passed the gate"
     """
     with registry() as reg:
-        ev = reg.set_alias(name, alias, version, reason=reason)
+        ev = reg.set_alias(name, alias, version, reason=reason, force=force)
         mv = reg.get(ev.version_id or "")
     was = f" (was {short(ev.previous_version_id)})" if ev.previous_version_id else ""
-    console.print(f"{name}@{alias} -> {mv.ref} {short(mv.id)}{was}")
+    why = f", gate report {short(ev.gate_report_id)}" if ev.gate_report_id else " (FORCED)" if ev.forced else ""
+    console.print(f"{name}@{alias} -> {mv.ref} {short(mv.id)}{was}{why}")
 
 
 @alias_app.command("remove")
@@ -329,7 +336,7 @@ def alias_history(
             return
         events = reg.alias_history(name, alias)
         refs = {v.id: v.ref for v in reg.versions(name)} if events else {}
-    t = Table("time", "alias", "to", "from", "actor", "reason")
+    t = Table("time", "alias", "to", "from", "actor", "reason", "evidence")
     for e in events:
         t.add_row(
             f"{e.at:%Y-%m-%d %H:%M:%S}",
@@ -338,6 +345,7 @@ def alias_history(
             refs.get(e.previous_version_id or "", "-"),
             e.actor,
             e.reason,
+            f"gate {short(e.gate_report_id)}" if e.gate_report_id else "FORCED" if e.forced else "",
         )
     console.print(t if events else f"no alias moves recorded for {name!r}")
 

@@ -162,7 +162,7 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
             **{**common, "train_command": train_cmd + " --max-iter 60 --learning-rate 0.15"},
         )
         console.print(f"registered {v2.ref}  id {short(v2.id)} (same code and data, new weights)")
-        reg.set_alias("fraud", "champion", v1.ref, reason="first fraud model")
+        reg.set_alias("fraud", "champion", v1.ref, reason="first fraud model", force=True)
         moved_at = reg.clock.now()
         reg.set_alias("fraud", "challenger", v2.ref, reason="faster candidate to evaluate")
         for e in reg.alias_history("fraud"):

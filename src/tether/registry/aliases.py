@@ -14,10 +14,12 @@ from sqlalchemy import Connection, and_, delete, insert, select, update
 from tether.core.errors import InvalidInputError
 from tether.core.types import VersionId
 from tether.registry.version import check_name
-from tether.store.tables import alias_events, aliases
+from tether.store.tables import alias_events, aliases, gate_reports
 
 #: Computed refs that can never be set as aliases.
 RESERVED = frozenset({"latest"})
+#: Aliases that take traffic: moving one needs a PASS gate report (or a recorded force).
+GATED = frozenset({"champion"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class AliasEvent:
     actor: str
     reason: str
     at: datetime
+    gate_report_id: str | None = None
+    forced: bool = False
 
 
 def check_alias(alias: str) -> str:
@@ -37,6 +41,12 @@ def check_alias(alias: str) -> str:
     if alias in RESERVED:
         raise InvalidInputError(f"{alias!r} is computed by tether and cannot be set", hint="choose another alias")
     return alias
+
+
+def check_reason(reason: str) -> str:
+    if not reason or not reason.strip():
+        raise InvalidInputError("an alias move needs a reason", hint="pass --reason 'why this move'")
+    return reason
 
 
 def current(conn: Connection, model_name: str, alias: str) -> VersionId | None:
@@ -55,10 +65,11 @@ def move(
     actor: str,
     reason: str,
     at: datetime,
+    gate_report_id: str | None = None,
+    forced: bool = False,
 ) -> AliasEvent:
     """Point ``alias`` at ``version_id`` (or remove it when None) and append the event, in ``conn``'s transaction."""
-    if not reason or not reason.strip():
-        raise InvalidInputError("an alias move needs a reason", hint="pass --reason 'why this move'")
+    check_reason(reason)
     previous = current(conn, model_name, alias)
     where = and_(aliases.c.model_name == model_name, aliases.c.alias == alias)
     if version_id is None:
@@ -78,10 +89,28 @@ def move(
             actor=actor,
             reason=reason.strip(),
             at=at,
+            gate_report_id=gate_report_id,
+            forced=forced,
         )
     )
     event_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
-    return AliasEvent(int(event_id), model_name, alias, version_id, previous, actor, reason.strip(), at)
+    return AliasEvent(
+        int(event_id), model_name, alias, version_id, previous, actor, reason.strip(), at, gate_report_id, forced
+    )
+
+
+def passing_report(conn: Connection, candidate_id: str, champion_id: str | None) -> str | None:
+    """The newest PASS gate report for ``candidate_id`` against ``champion_id`` (None: no champion)."""
+    champion = (
+        gate_reports.c.champion_id.is_(None) if champion_id is None else gate_reports.c.champion_id == champion_id
+    )
+    row = conn.execute(
+        select(gate_reports.c.id)
+        .where(gate_reports.c.candidate_id == candidate_id, champion, gate_reports.c.verdict == "PASS")
+        .order_by(gate_reports.c.created_at.desc())
+        .limit(1)
+    ).first()
+    return str(row[0]) if row else None
 
 
 def history(conn: Connection, model_name: str, alias: str | None = None) -> list[AliasEvent]:
@@ -130,4 +159,6 @@ def _event(r: object) -> AliasEvent:
         actor=m["actor"],
         reason=m["reason"],
         at=m["at"],
+        gate_report_id=m["gate_report_id"],
+        forced=bool(m["forced"]),
     )

@@ -482,10 +482,22 @@ class Registry:
     # aliases
     # ------------------------------------------------------------------------------------------------
     def set_alias(
-        self, name: str, alias: str, ref: str, *, reason: str, actor: str | None = None
+        self,
+        name: str,
+        alias: str,
+        ref: str,
+        *,
+        reason: str,
+        actor: str | None = None,
+        force: bool = False,
     ) -> alias_ops.AliasEvent:
-        """Point ``name@alias`` at the version ``ref``; the move is kept with actor, time and reason."""
+        """Point ``name@alias`` at the version ``ref``; the move is kept with actor, time and reason.
+
+        Moving ``champion`` needs a PASS gate report bound to this version and the current champion (none,
+        for the first one); ``force=True`` skips that check and is recorded on the move.
+        """
         alias_ops.check_alias(alias)
+        alias_ops.check_reason(reason)
         mv = self.get(ref)
         if mv.name != name:
             raise InvalidInputError(
@@ -493,6 +505,19 @@ class Registry:
                 hint=f"use a version of {name}",
             )
         with self.store.db.begin() as conn:
+            report_id = None
+            if alias in alias_ops.GATED:
+                current = alias_ops.current(conn, name, alias)
+                if current == mv.id:
+                    raise InvalidInputError(f"{name}@{alias} already points at {mv.ref}")
+                report_id = alias_ops.passing_report(conn, mv.id, current)
+                if report_id is None and not force:
+                    against = f"the current champion {short(current)}…" if current else "no champion (floors only)"
+                    raise ConflictError(
+                        f"setting {name}@{alias} to {mv.ref} needs a PASS gate report for {mv.ref} against {against}",
+                        hint=f"run 'tether gate run {name} --candidate {mv.ref} --spec gate.yaml', "
+                        "or pass --force with a reason (recorded)",
+                    )
             return alias_ops.move(
                 conn,
                 model_name=name,
@@ -501,6 +526,8 @@ class Registry:
                 actor=actor or self.settings.actor,
                 reason=reason,
                 at=self.clock.now(),
+                gate_report_id=report_id,
+                forced=report_id is None and alias in alias_ops.GATED,
             )
 
     def remove_alias(self, name: str, alias: str, *, reason: str, actor: str | None = None) -> alias_ops.AliasEvent:

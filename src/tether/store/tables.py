@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 
@@ -129,7 +130,32 @@ alias_events = Table(
     Column("actor", String(200), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False, index=True),
+    Column("gate_report_id", DIGEST),
+    Column("forced", Boolean, nullable=False, server_default=false()),
 )
 
-#: Tables whose rows can never change once written; enforced by database triggers (migration 0001).
-IMMUTABLE_TABLES = ("code_refs", "data_snapshots", "weights_artifacts", "model_versions", "alias_events")
+gate_reports = Table(
+    "gate_reports",
+    metadata,
+    Column("id", DIGEST, primary_key=True),
+    Column("model_name", String(200), nullable=False, index=True),
+    Column("candidate_id", DIGEST, ForeignKey("model_versions.id"), nullable=False, index=True),
+    Column("champion_id", DIGEST, ForeignKey("model_versions.id")),
+    Column("spec_digest", DIGEST, nullable=False),
+    Column("gold_digests", JSON, nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("report_blob", DIGEST, nullable=False),
+    Column("html_blob", DIGEST, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+)
+
+#: Tables whose rows can never change once written; enforced by database triggers (migrations 0001, 0002).
+IMMUTABLE_TABLES = (
+    "code_refs",
+    "data_snapshots",
+    "weights_artifacts",
+    "model_versions",
+    "alias_events",
+    "gate_reports",
+)
