@@ -48,5 +48,7 @@ def test_readme_tour_runs_as_written(tmp_path):
         ["bash", "-euo", "pipefail", "-c", script], cwd=work, env=env, capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "the gate refused fraud/2 (exit 1)" in out.stdout
+    assert "country=BR" in out.stdout
     assert "weights: verified" in out.stdout
     assert "matches the registered one" in out.stdout

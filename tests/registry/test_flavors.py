@@ -178,3 +178,14 @@ def test_third_party_flavors_use_the_same_registry():
 
     register_flavor(Echo())
     assert "echo-test" in flavor_names() and get_flavor("echo-test").name == "echo-test"
+
+
+def test_one_proba_pass_gives_the_same_predictions_as_predict(registry, project):
+    v = project.register(registry)
+    assert v.flavor_config["prediction_from_proba"] is True  # a HistGradientBoosting pipeline
+    frame = pd.read_parquet(project.data)
+    native = pickle.loads(project.weights.read_bytes())
+    model = registry.load(v.ref)
+    np.testing.assert_array_equal(model.predict(frame)["prediction"].to_numpy(), native.predict(frame))
+    np.testing.assert_allclose(model.predict(frame)["probability"].to_numpy(), native.predict_proba(frame)[:, 1])
+    model.close()

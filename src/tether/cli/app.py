@@ -28,6 +28,10 @@ app = typer.Typer(
 )
 alias_app = typer.Typer(help="Move and inspect aliases (champion, challenger, custom names).", no_args_is_help=True)
 app.add_typer(alias_app, name="alias")
+gate_app = typer.Typer(help="The evaluation gate: prove a candidate no worse than the champion.", no_args_is_help=True)
+app.add_typer(gate_app, name="gate")
+data_app = typer.Typer(help="Data snapshots (gold sets) outside a model registration.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 
 class State:
@@ -372,6 +376,134 @@ def reproduce(
     console.print(f"materialised into {report.dest}")
     if not report.verified or (report.retrain is not None and report.retrain.returncode != 0):
         raise typer.Exit(1)
+
+
+@data_app.command("add")
+def data_add(path: Annotated[Path, typer.Argument(help="A Parquet/CSV file or a folder of them.")]) -> None:
+    """Snapshot a dataset (e.g. a gold set) whole; prints its digest for gate specs.
+
+    Example: tether data add data/gold.parquet
+    """
+    with registry() as reg:
+        snap = reg.add_data(path)
+    console.print(f"{snap.digest}  {snap.format}, {snap.row_count:,} rows, {len(snap.schema)} columns")
+
+
+@gate_app.command("run")
+def gate_run(
+    name: Annotated[str, typer.Argument(help="Model name (must match the spec's 'model').")],
+    candidate: Annotated[str, typer.Option(help="The version to evaluate, e.g. fraud/2.")],
+    spec: Annotated[Path, typer.Option(help="The gate spec (YAML); see docs/gate.md.")],
+    html: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+) -> None:
+    """Evaluate a candidate against the current champion on the spec's gold data; store the report.
+
+    Exit status: 0 PASS, 1 FAIL, 3 INCONCLUSIVE (2 is bad input), so a pipeline halts unless it passed.
+
+    Example: tether gate run fraud --candidate fraud/2 --spec examples/fraud/gate.yaml
+    """
+    from tether.gate import load_spec, report_html, run_gate
+
+    gate_spec = load_spec(spec)
+    if gate_spec.model != name:
+        raise InvalidInputError(f"the spec {spec} is for model {gate_spec.model!r}, not {name!r}")
+    with registry() as reg:
+        report = run_gate(reg, gate_spec, candidate)
+        if html is not None:
+            html.write_text(report_html(reg, report))
+    _print_report(report, as_json)
+    raise typer.Exit({"PASS": 0, "FAIL": 1}.get(report.verdict.value, 3))
+
+
+@gate_app.command("show")
+def gate_show(
+    report_id: Annotated[str, typer.Argument(help="Report id or a 6+ character prefix.")],
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+) -> None:
+    """Show a stored gate report (its digest is verified on read).
+
+    Example: tether gate show 3f2a9c --html report.html
+    """
+    from tether.gate import get_report, report_html
+
+    with registry() as reg:
+        report = get_report(reg, report_id)
+        if html is not None:
+            html.write_text(report_html(reg, report))
+    _print_report(report, as_json)
+
+
+@gate_app.command("list")
+def gate_list(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
+    """List a model's gate reports.
+
+    Example: tether gate list fraud
+    """
+    from tether.gate import list_reports
+
+    with registry() as reg:
+        rows = list_reports(reg, name)
+        refs = {v.id: v.ref for v in reg.versions(name)} if rows else {}
+    t = Table("report", "time", "candidate", "champion", "verdict", box=box.SIMPLE_HEAD)
+    for r in rows:
+        t.add_row(
+            short(r["id"]),
+            f"{r['created_at']:%Y-%m-%d %H:%M}",
+            refs.get(r["candidate_id"], "?"),
+            refs.get(r["champion_id"] or "", "-"),
+            r["verdict"],
+        )
+    console.print(t if rows else f"no gate reports for {name!r}")
+
+
+VERDICT_STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCONCLUSIVE": "bold yellow"}
+STATUS_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(report.to_json()))
+        return
+    b = report.body
+    champ = b["champion"]["ref"] if b["champion"] else "none (absolute bounds only)"
+    verdict = b["verdict"]
+    console.print(f"[{VERDICT_STYLE[verdict]}]{verdict}[/]  {b['candidate']['ref']} against champion {champ}")
+    console.print(
+        f"report {report.id}  spec {short(b['spec_digest'])}  gold "
+        + ", ".join(short(g["digest"]) for g in b["gold"])
+        + f" ({b['gold_rows']:,} rows)"
+    )
+    t = Table(box=box.SIMPLE_HEAD)
+    t.add_column("status", no_wrap=True)
+    t.add_column("check", overflow="fold", min_width=20)
+    t.add_column("candidate", no_wrap=True)
+    t.add_column("vs champion", no_wrap=True)
+    t.add_column("interval", no_wrap=True)
+    t.add_column("allowed", overflow="fold")
+    for x in b["tests"]:
+        iv = x.get("interval")
+        champion = "" if x.get("champion") is None else _num(x["champion"])
+        if x.get("difference") is not None:
+            champion += f" ({x['difference']:+.4f})"
+        t.add_row(
+            f"[{STATUS_STYLE.get(x['status'], '')}]{x['status']}[/]",
+            f"{x['scope']}: {x['name']}" if x["scope"] != "overall" else x["name"],
+            "" if x.get("candidate") is None else _num(x["candidate"]),
+            champion,
+            ""
+            if not iv
+            else f"[{iv[0]:+.4f}, {iv[1]:+.4f}]"
+            if x.get("difference") is not None
+            else f"[{iv[0]:.4f}, {iv[1]:.4f}]",
+            x.get("allowed", ""),
+        )
+    console.print(t)
+    for r in b["reasons"]:
+        console.print(f"- {r}")
+    for n in b.get("notes", []):
+        console.print(f"[dim]note: {n}[/dim]")
 
 
 @app.command()

@@ -1,18 +1,21 @@
 """`tether demo`: the tour a newcomer takes, on the embedded default (SQLite and local files).
 
 It plays the story built so far with the real components: a git project with the fraud example, seeded data,
-a real training run, registration of the triad, aliases with history, loading with verification,
-reproduction into an empty folder with retraining, and tamper detection.
+real training runs, registration of the triad, the evaluation gate (a first champion on absolute floors, a
+candidate that passes, one that fails in a single country's slice), aliases backed by gate reports, loading
+with verification, reproduction into an empty folder with retraining, and tamper detection.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.rule import Rule
@@ -21,7 +24,8 @@ from sqlalchemy import text
 import tether
 from tether.cli.output import console
 from tether.core import IntegrityError, Settings, SigningKey, short
-from tether.registry import Registry
+from tether.gate import load_spec, run_gate
+from tether.registry import ModelVersion, Registry
 from tether.registry.reproduce import describe
 
 GIT_ENV = {
@@ -30,7 +34,8 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "tether demo",
     "GIT_COMMITTER_EMAIL": "demo@tether.invalid",
 }
-EXAMPLE_FILES = ("generate.py", "train.py", ".gitignore", "README.md")
+EXAMPLE_FILES = ("generate.py", "train.py", "gate.yaml", ".gitignore", "README.md")
+TRAIN = "{python} train.py --data {data} --weights {weights} --metrics {metrics}"
 
 
 def example_dir() -> Path:
@@ -47,13 +52,63 @@ def _step(title: str) -> None:
 
 
 def _run(argv: list[str], cwd: Path) -> None:
-    console.print(f"[dim]$ {' '.join(argv)}[/dim]")
-    env = {**os.environ, **GIT_ENV}
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, check=False)
+    shown = " ".join("python" if a == sys.executable else a for a in argv)
+    console.print(f"[dim]$ {shown}[/dim]")
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, **GIT_ENV}, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stdout}{proc.stderr}")
+        raise RuntimeError(f"{shown} failed:\n{proc.stdout}{proc.stderr}")
     for line in proc.stdout.strip().splitlines():
         console.print(f"  {line}")
+
+
+def _train(project: Path, out: str, *extra: str) -> None:
+    _run(
+        [
+            sys.executable,
+            "train.py",
+            "--data",
+            "data/transactions.parquet",
+            "--weights",
+            f"model/{out}.pkl",
+            "--metrics",
+            f"model/{out}.json",
+            *extra,
+        ],
+        project,
+    )
+
+
+def _register(reg: Registry, project: Path, out: str, params: dict[str, Any], *extra: str) -> ModelVersion:
+    return reg.register(
+        "fraud",
+        code=project,
+        data=project / "data/transactions.parquet",
+        weights=project / f"model/{out}.pkl",
+        flavor="sklearn",
+        target="is_fraud",
+        exclude=["gender"],
+        params=params,
+        metrics=json.loads((project / f"model/{out}.json").read_text()),
+        train_command=" ".join([TRAIN, *extra]),
+        sign=True,
+    )
+
+
+def _gate(reg: Registry, project: Path, v: ModelVersion) -> str:
+    """Run the gate and print the verdict; returns the verdict."""
+    report = run_gate(reg, load_spec(project / "gate.yaml"), v.ref)
+    color = {"PASS": "green", "FAIL": "red"}.get(report.verdict.value, "yellow")
+    champion = report.body["champion"]["ref"] if report.body["champion"] else "no champion (floors only)"
+    checks = report.tests
+    passed = sum(t["status"] == "pass" for t in checks)
+    console.print(
+        f"  gate {v.ref} vs {champion}: [bold {color}]{report.verdict.value}[/] "
+        f"({passed}/{len(checks)} checks hold; report {short(report.id)})"
+    )
+    if report.verdict.value != "PASS":
+        for reason in report.reasons:
+            console.print(f"    - {reason}")
+    return report.verdict.value
 
 
 def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
@@ -64,7 +119,7 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
     py = sys.executable
     console.print(f"[bold]tether demo[/bold] {tether.__version__}: everything lives under {root}")
 
-    _step("1. A training project under git")
+    _step("1. A training project under git, training data and a held-out gold set")
     if project.exists():
         shutil.rmtree(project)
     project.mkdir(parents=True)
@@ -77,42 +132,17 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
     _run(["git", "commit", "-q", "-m", "fraud model"], project)
     _run([py, "generate.py", "--rows", str(rows), "--seed", "7", "--out", "data/transactions.parquet"], project)
     _run(
-        [
-            py,
-            "train.py",
-            "--data",
-            "data/transactions.parquet",
-            "--weights",
-            "model/model.pkl",
-            "--metrics",
-            "metrics.json",
-        ],
+        [py, "generate.py", "--rows", str(max(rows * 4 // 5, 5000)), "--seed", "99", "--out", "data/gold.parquet"],
         project,
     )
+    _train(project, "v1")
 
     _step("2. Register the triad: code commit + data snapshot + weights")
     settings = Settings(home=store_home, database_url="", blob_url="")
     SigningKey.generate().save(settings.resolved_signing_key)
-    train_cmd = "{python} train.py --data {data} --weights {weights} --metrics {metrics}"
-    import json
-
     with Registry.open(settings) as reg:
-        common = {
-            "code": project,
-            "flavor": "sklearn",
-            "target": "is_fraud",
-            "exclude": ["gender"],
-            "train_command": train_cmd,
-            "sign": True,
-        }
-        v1 = reg.register(
-            "fraud",
-            data=project / "data/transactions.parquet",
-            weights=project / "model/model.pkl",
-            params={"max_iter": 150, "learning_rate": 0.08, "seed": 7},
-            metrics=json.loads((project / "metrics.json").read_text()),
-            **common,
-        )
+        p1 = {"max_iter": 150, "learning_rate": 0.08, "seed": 7}
+        v1 = _register(reg, project, "v1", p1)
         console.print(f"registered {v1.ref}  id {short(v1.id)}")
         console.print(
             f"  code    {short(v1.code.digest)}  commit {v1.code.commit_sha[:10]}, "
@@ -122,52 +152,46 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
         console.print(f"  weights {short(v1.weights.digest)}  {v1.weights.size_bytes:,} bytes, Ed25519-signed")
         console.print("  inputs  " + ", ".join(f"{f['name']}:{f['type']}" for f in v1.input_schema["fields"]))
         console.print("  outputs " + ", ".join(f"{f['name']}:{f['type']}" for f in v1.output_schema["fields"]))
-        again = reg.register(
-            "fraud",
-            data=project / "data/transactions.parquet",
-            weights=project / "model/model.pkl",
-            params={"max_iter": 150, "learning_rate": 0.08, "seed": 7},
-            metrics=json.loads((project / "metrics.json").read_text()),
-            **common,
-        )
+        again = _register(reg, project, "v1", p1)
         console.print(
             f"registering the same triad again returns the same version: {again.ref} "
             f"{'(same id)' if again.id == v1.id else '(DIFFERENT id: bug)'}"
         )
 
-        _step("3. A second candidate, and aliases with history")
-        _run(
-            [
-                py,
-                "train.py",
-                "--data",
-                "data/transactions.parquet",
-                "--weights",
-                "model/model.pkl",
-                "--metrics",
-                "metrics.json",
-                "--max-iter",
-                "60",
-                "--learning-rate",
-                "0.15",
-            ],
+        _step("3. The evaluation gate (gate.yaml): floors for a first champion, then paired tests")
+        if _gate(reg, project, v1) == "PASS":
+            reg.set_alias("fraud", "champion", v1.ref, reason="first fraud model, passed the gate on floors")
+            console.print(f"  fraud@champion -> {v1.ref} (backed by its PASS report)")
+        else:
+            reg.set_alias("fraud", "champion", v1.ref, reason="demo: too little data to pass", force=True)
+            console.print(f"  fraud@champion -> {v1.ref} (FORCED: with --rows this small the gate cannot decide)")
+        _train(project, "v2", "--max-iter", "200", "--learning-rate", "0.06")
+        v2 = _register(
+            reg,
             project,
+            "v2",
+            {"max_iter": 200, "learning_rate": 0.06, "seed": 7},
+            "--max-iter",
+            "200",
+            "--learning-rate",
+            "0.06",
         )
-        v2 = reg.register(
-            "fraud",
-            data=project / "data/transactions.parquet",
-            weights=project / "model/model.pkl",
-            params={"max_iter": 60, "learning_rate": 0.15, "seed": 7},
-            metrics=json.loads((project / "metrics.json").read_text()),
-            **{**common, "train_command": train_cmd + " --max-iter 60 --learning-rate 0.15"},
-        )
-        console.print(f"registered {v2.ref}  id {short(v2.id)} (same code and data, new weights)")
-        reg.set_alias("fraud", "champion", v1.ref, reason="first fraud model", force=True)
-        moved_at = reg.clock.now()
-        reg.set_alias("fraud", "challenger", v2.ref, reason="faster candidate to evaluate")
-        for e in reg.alias_history("fraud"):
-            console.print(f"  {e.at:%H:%M:%S}  {e.alias:<10} -> {short(e.version_id or '')}  by {e.actor}: {e.reason}")
-        console.print(f"  champion at {moved_at:%H:%M:%S}: {short(reg.alias_at('fraud', 'champion', moved_at) or '')}")
+        _train(project, "v3", "--label-noise", "BR:0.04")
+        v3 = _register(reg, project, "v3", {**p1, "label_noise": "BR:0.04"}, "--label-noise", "BR:0.04")
+        console.print(f"  candidates: {v2.ref} (more trees) and {v3.ref} (a labelling bug in Brazil's training rows)")
+        v2_verdict = _gate(reg, project, v2)
+        _gate(reg, project, v3)
+        try:
+            reg.set_alias("fraud", "champion", v3.ref, reason="try the failed one")
+        except tether.TetherError as e:
+            console.print(f"  promoting {v3.ref} -> [green]refused:[/green] {e.message}")
+        if v2_verdict == "PASS":
+            reg.set_alias("fraud", "champion", v2.ref, reason="passed the gate against fraud/1")
+        else:
+            console.print(f"  {v2.ref} did not pass either: {v1.ref} stays champion")
+        for e in reg.alias_history("fraud", "champion"):
+            evidence = f"gate report {short(e.gate_report_id)}" if e.gate_report_id else "FORCED"
+            console.print(f"  {e.at:%H:%M:%S}  champion -> {short(e.version_id or '')}  {evidence}: {e.reason}")
 
         _step("4. Load the champion (digests and signature verified first), predict")
         model = reg.load("fraud@champion")
@@ -189,9 +213,9 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
             console.print(f"  {line}")
 
         _step("6. Tampering is caught")
-        blob = Path(reg.store.blobs.path(v1.weights.digest))
-        manifest = reg.manifest(v1.weights.digest, "weights")
-        weights_blob = Path(reg.store.blobs.path(manifest.entries[0].digest))
+        champion = reg.get("fraud@champion")
+        entry = reg.manifest(champion.weights.digest, "weights").entries[0]
+        weights_blob = Path(reg.store.blobs.path(entry.digest))
         original = weights_blob.read_bytes()
         weights_blob.chmod(0o644)
         weights_blob.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
@@ -203,7 +227,6 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
         finally:
             weights_blob.write_bytes(original)
             weights_blob.chmod(0o444)
-        del blob
         try:
             with reg.store.db.begin() as conn:
                 conn.execute(text("UPDATE model_versions SET metrics = '{}' WHERE id = :i"), {"i": v1.id})
@@ -218,6 +241,7 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
     console.print("  (run these with the virtual environment active: source .venv/bin/activate)")
     h = f"--home {store_home}"
     console.print(f"  tether {h} versions fraud")
-    console.print(f"  tether {h} show fraud@champion")
+    console.print(f"  tether {h} gate list fraud")
+    console.print(f"  tether {h} gate show <report> --html report.html")
     console.print(f"  tether {h} alias history fraud")
-    console.print(f"  tether {h} reproduce fraud/2 {root / 'fraud-2'} --retrain")
+    console.print(f"  tether {h} reproduce fraud/1 {root / 'fraud-1'} --retrain")

@@ -5,7 +5,7 @@ Example (``examples/fraud/gate.yaml``)::
     model: fraud
     task: binary
     label: is_fraud
-    gold: [3f2a9c41d0e5]          # registered data snapshots (digest or 12+ character prefix)
+    gold: [data/gold.parquet]     # data snapshots: a path (snapshotted when the gate runs) or a digest prefix
     threshold: 0.1                # decisions: score >= threshold (else the model's 'prediction' column)
     metrics:
       - {name: auc, margin: 0.005, floor: 0.75}
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tether.core.errors import InvalidInputError
 from tether.core.hashing import digest_json
@@ -160,6 +160,13 @@ class GateSpec(_Strict):
             raise ValueError("fairness bounds are defined for binary tasks")
         return self
 
+    #: Folder that relative gold paths are read from (the spec file's folder); not part of the digest.
+    _base: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base(self) -> Path:
+        return self._base
+
     def metric(self, name: str) -> Metric:
         return BY_TASK[self.task][name]
 
@@ -185,10 +192,13 @@ def load_spec(source: str | Path | dict[str, Any]) -> GateSpec:
     if not isinstance(data, dict):
         raise InvalidInputError(f"{where} must be a mapping")
     try:
-        return GateSpec.model_validate(data)
+        spec = GateSpec.model_validate(data)
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg'].removeprefix('Value error, ')}"
             for err in e.errors()
         )
         raise InvalidInputError(f"invalid {where}: {problems}", hint="see docs/gate.md for the spec format") from None
+    if not isinstance(source, dict):
+        spec._base = Path(source).absolute().parent
+    return spec

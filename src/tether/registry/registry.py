@@ -185,15 +185,7 @@ class Registry:
                 "environment_digest": env_digest,
                 "created_at": now,
             }
-            data_row = {
-                "digest": dcap.manifest.root_digest,
-                "format": dcap.format,
-                "schema": dcap.schema,
-                "row_count": dcap.row_count,
-                "size_bytes": dcap.manifest.total_size,
-                "file_count": len(dcap.manifest.entries),
-                "created_at": now,
-            }
+            data_row = _data_row(dcap, now)
             weights_row = {
                 "digest": wmanifest.root_digest,
                 "size_bytes": wmanifest.total_size,
@@ -220,6 +212,40 @@ class Registry:
             }
             self._insert_version(code_row, data_row, weights_row, version_row)
         return self.get(vid)
+
+    def add_data(self, data: str | Path | Any) -> DataSnapshot:
+        """Snapshot a dataset on its own (a gold set, say): stored whole, immutable, named by its digest."""
+        with self._scratch() as scratch:
+            path = self._data_path(data, scratch)
+            with self.progress.task("hashing data", _size(path)) as tick:
+                dcap = data_mod.inspect(path, hash_workers=self.settings.hash_workers, progress=tick)
+            self._put_files("storing data", dcap.files, dcap.manifest)
+            row = _data_row(dcap, self.clock.now())
+            for attempt in range(2):
+                try:
+                    with self.store.db.begin() as conn:
+                        q = select(data_snapshots.c.digest).where(data_snapshots.c.digest == row["digest"])
+                        if conn.execute(q).first() is None:
+                            conn.execute(insert(data_snapshots).values(**row))
+                    break
+                except SAIntegrityError:
+                    if attempt:
+                        raise
+        return self.data_snapshot(row["digest"])
+
+    def data_snapshot(self, digest: str) -> DataSnapshot:
+        with self.store.db.connect() as conn:
+            d = conn.execute(select(data_snapshots).where(data_snapshots.c.digest == digest)).mappings().first()
+        if d is None:
+            raise NotFoundError(f"no data snapshot {short(digest)}…", hint="add one with 'tether data add PATH'")
+        return DataSnapshot(
+            digest=d["digest"],
+            format=d["format"],
+            schema=d["schema"],
+            row_count=d["row_count"],
+            size_bytes=d["size_bytes"],
+            file_count=d["file_count"],
+        )
 
     def _insert_version(
         self,
@@ -633,6 +659,18 @@ def _json_mapping(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise InvalidInputError(f"{what} must be plain JSON with finite numbers: {e}") from None
     return value
+
+
+def _data_row(dcap: data_mod.DataCapture, now: datetime) -> dict[str, Any]:
+    return {
+        "digest": dcap.manifest.root_digest,
+        "format": dcap.format,
+        "schema": dcap.schema,
+        "row_count": dcap.row_count,
+        "size_bytes": dcap.manifest.total_size,
+        "file_count": len(dcap.manifest.entries),
+        "created_at": now,
+    }
 
 
 def _size(path: Path) -> int:

@@ -33,14 +33,39 @@ SUFFIXES = (".skops", ".pkl", ".pickle", ".joblib")
 AUTO_TRUSTED_ROOTS = frozenset({"sklearn", "numpy", "scipy", "skops"})
 
 
+#: Classifiers whose predict() is, in scikit-learn's own code, the class with the largest predict_proba (for
+#: gradient boosting: the raw score's sign, the same decision). For these, one predict_proba pass gives both
+#: outputs: bench/gate.py measured 5.6 s -> 2.8 s to score 2 x 1M rows with the fraud pipeline.
+ARGMAX_PREDICT = frozenset(
+    {
+        "HistGradientBoostingClassifier",
+        "GradientBoostingClassifier",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+    }
+)
+
+
+def _final_estimator(model: Any) -> Any:
+    steps = getattr(model, "steps", None)
+    return steps[-1][1] if steps else model
+
+
 class SklearnPredictor:
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, *, prediction_from_proba: bool = False) -> None:
         self.model = model
+        self.prediction_from_proba = prediction_from_proba and hasattr(model, "predict_proba")
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        out = {"prediction": np.asarray(self.model.predict(frame))}
-        if hasattr(self.model, "predict_proba"):
+        proba: np.ndarray | None
+        if self.prediction_from_proba:
             proba = np.asarray(self.model.predict_proba(frame))
+            out = {"prediction": np.asarray(self.model.classes_)[np.argmax(proba, axis=1)]}
+        else:
+            out = {"prediction": np.asarray(self.model.predict(frame))}
+            proba = np.asarray(self.model.predict_proba(frame)) if hasattr(self.model, "predict_proba") else None
+        if proba is not None:
             classes = list(getattr(self.model, "classes_", range(proba.shape[1])))
             if proba.shape[1] == 2:
                 out["probability"] = proba[:, 1]
@@ -81,12 +106,17 @@ class SklearnFlavor:
                 hint="register a fitted scikit-learn estimator or pipeline",
             )
         config["estimator"] = f"{type(model).__module__}.{type(model).__qualname__}"
+        config["prediction_from_proba"] = type(_final_estimator(model)).__name__ in ARGMAX_PREDICT and hasattr(
+            model, "classes_"
+        )
         return config
 
     def load(self, weights: Path, code: Path | None, config: dict[str, Any]) -> SklearnPredictor:
         require("sklearn", "the sklearn flavor", "sklearn")
         file = weights if weights.is_file() else weights / config["file"]
-        return SklearnPredictor(self._load_file(file, config))
+        return SklearnPredictor(
+            self._load_file(file, config), prediction_from_proba=bool(config.get("prediction_from_proba"))
+        )
 
     @staticmethod
     def _load_file(file: Path, config: dict[str, Any]) -> Any:
