@@ -140,7 +140,11 @@ class Evaluation:
     def _bounds(
         self, ms: MetricSpec, higher: bool, samples: np.ndarray, value: float, scope: str, rows: int, method: str
     ) -> None:
-        if ms.floor is not None:
+        # A floor must be shown met from below (samples above it); a ceiling from above.
+        for bound, above in ((ms.floor, True), (ms.ceiling, False)):
+            if bound is None:
+                continue
+            at_least, at_most = bs.p_at_least(samples, bound), bs.p_at_most(samples, bound)
             self.results.append(
                 TestResult(
                     "bound",
@@ -149,24 +153,9 @@ class Evaluation:
                     method,
                     value,
                     interval=bs.percentile_interval(samples, self.level),
-                    allowed=f"floor {ms.floor}",
-                    p_harm=bs.p_at_least(samples, ms.floor),
-                    p_ok=bs.p_at_most(samples, ms.floor),
-                    rows=rows,
-                )
-            )
-        if ms.ceiling is not None:
-            self.results.append(
-                TestResult(
-                    "bound",
-                    ms.name,
-                    scope,
-                    method,
-                    value,
-                    interval=bs.percentile_interval(samples, self.level),
-                    allowed=f"ceiling {ms.ceiling}",
-                    p_harm=bs.p_at_most(samples, ms.ceiling),
-                    p_ok=bs.p_at_least(samples, ms.ceiling),
+                    allowed=f"{'floor' if above else 'ceiling'} {bound}",
+                    p_harm=at_least if above else at_most,
+                    p_ok=at_most if above else at_least,
                     rows=rows,
                 )
             )

@@ -6,6 +6,7 @@ database) with actor, time and reason, so "which version was champion at time T"
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -150,15 +151,4 @@ def of_versions(conn: Connection, model_name: str | None = None) -> dict[str, li
 
 def _event(r: object) -> AliasEvent:
     m = dict(r)  # type: ignore[call-overload]
-    return AliasEvent(
-        id=m["id"],
-        model_name=m["model_name"],
-        alias=m["alias"],
-        version_id=m["version_id"],
-        previous_version_id=m["previous_version_id"],
-        actor=m["actor"],
-        reason=m["reason"],
-        at=m["at"],
-        gate_report_id=m["gate_report_id"],
-        forced=bool(m["forced"]),
-    )
+    return AliasEvent(**{f.name: m[f.name] for f in dataclasses.fields(AliasEvent)})

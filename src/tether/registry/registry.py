@@ -9,13 +9,14 @@ the rows are inserted in one transaction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import weakref
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -47,6 +48,7 @@ from tether.store import Store
 from tether.store.tables import code_refs, data_snapshots, model_versions, weights_artifacts
 
 SMOKE_ROWS = 64
+_T = TypeVar("_T")
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -238,14 +240,7 @@ class Registry:
             d = conn.execute(select(data_snapshots).where(data_snapshots.c.digest == digest)).mappings().first()
         if d is None:
             raise NotFoundError(f"no data snapshot {short(digest)}…", hint="add one with 'tether data add PATH'")
-        return DataSnapshot(
-            digest=d["digest"],
-            format=d["format"],
-            schema=d["schema"],
-            row_count=d["row_count"],
-            size_bytes=d["size_bytes"],
-            file_count=d["file_count"],
-        )
+        return from_row(DataSnapshot, d)
 
     def _insert_version(
         self,
@@ -444,33 +439,9 @@ class Registry:
             id=VersionId(row["id"]),
             name=row["name"],
             number=row["number"],
-            code=CodeRef(
-                digest=c["digest"],
-                commit_sha=c["commit_sha"],
-                repo_url=c["repo_url"],
-                subdir=c["subdir"],
-                dirty=c["dirty"],
-                diff_blob=c["diff_blob"],
-                archive_blob=c["archive_blob"],
-                tree_digest=c["tree_digest"],
-                environment=c["environment"],
-                environment_digest=c["environment_digest"],
-            ),
-            data=DataSnapshot(
-                digest=d["digest"],
-                format=d["format"],
-                schema=d["schema"],
-                row_count=d["row_count"],
-                size_bytes=d["size_bytes"],
-                file_count=d["file_count"],
-            ),
-            weights=WeightsArtifact(
-                digest=w["digest"],
-                size_bytes=w["size_bytes"],
-                file_count=w["file_count"],
-                signature=w["signature"],
-                public_key=w["public_key"],
-            ),
+            code=from_row(CodeRef, c),
+            data=from_row(DataSnapshot, d),
+            weights=from_row(WeightsArtifact, w),
             flavor=row["flavor"],
             flavor_config=row["flavor_config"],
             input_schema=row["input_schema"],
@@ -659,6 +630,11 @@ def _json_mapping(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise InvalidInputError(f"{what} must be plain JSON with finite numbers: {e}") from None
     return value
+
+
+def from_row(cls: type[_T], row: Any) -> _T:
+    """A dataclass from a database row whose columns include the dataclass's field names."""
+    return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 def _data_row(dcap: data_mod.DataCapture, now: datetime) -> dict[str, Any]:
