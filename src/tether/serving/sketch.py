@@ -1,0 +1,79 @@
+"""A mergeable latency sketch with a relative-error guarantee (the DDSketch design).
+
+C. Masson, J. E. Rim, H. K. Lee (2019), "DDSketch: A fast and fully-mergeable quantile sketch with
+relative-error guarantees", PVLDB 12(12). Positive values fall in logarithmic buckets of ratio
+gamma = (1 + a) / (1 - a); any quantile is returned within relative error ``a`` of the true order statistic.
+Merging adds bucket counts, so sketches from several gateway replicas or time windows combine exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+
+class LatencySketch:
+    """``add(values)``, ``quantile(q)``, ``merge(other)``; values are positive (seconds, say)."""
+
+    def __init__(self, relative_accuracy: float = 0.01) -> None:
+        if not 0 < relative_accuracy < 1:
+            raise ValueError("relative_accuracy must be in (0, 1)")
+        self.relative_accuracy = relative_accuracy
+        self.gamma = (1 + relative_accuracy) / (1 - relative_accuracy)
+        self._log_gamma = math.log(self.gamma)
+        self.buckets: Counter[int] = Counter()
+        self.zeros = 0
+        self.count = 0
+
+    def add(self, values: float | np.ndarray | list[float]) -> None:
+        v = np.atleast_1d(np.asarray(values, dtype=float))
+        if np.any(v < 0) or not np.all(np.isfinite(v)):
+            raise ValueError("latencies must be finite and non-negative")
+        pos = v[v > 0]
+        self.zeros += int(v.size - pos.size)
+        if pos.size:
+            keys = np.ceil(np.log(pos) / self._log_gamma).astype(np.int64)
+            uniq, counts = np.unique(keys, return_counts=True)
+            self.buckets.update(dict(zip(uniq.tolist(), counts.tolist(), strict=True)))
+        self.count += int(v.size)
+
+    def merge(self, other: LatencySketch) -> LatencySketch:
+        if other.gamma != self.gamma:
+            raise ValueError("only sketches with the same relative accuracy merge")
+        self.buckets.update(other.buckets)
+        self.zeros += other.zeros
+        self.count += other.count
+        return self
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile (lower order statistic at rank floor(q (n - 1))), within the relative accuracy."""
+        if self.count == 0:
+            return float("nan")
+        if not 0 <= q <= 1:
+            raise ValueError("q must be within [0, 1]")
+        rank = math.floor(q * (self.count - 1))
+        if rank < self.zeros:
+            return 0.0
+        seen = self.zeros
+        for key in sorted(self.buckets):
+            seen += self.buckets[key]
+            if seen > rank:
+                return 2 * self.gamma**key / (self.gamma + 1)
+        return 2 * self.gamma ** max(self.buckets) / (self.gamma + 1)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "a": self.relative_accuracy,
+            "zeros": self.zeros,
+            "buckets": {str(k): v for k, v in self.buckets.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> LatencySketch:
+        s = cls(float(data["a"]))  # type: ignore[arg-type]
+        s.zeros = int(data["zeros"])  # type: ignore[call-overload]
+        s.buckets = Counter({int(k): int(v) for k, v in dict(data["buckets"]).items()})  # type: ignore[call-overload]
+        s.count = s.zeros + sum(s.buckets.values())
+        return s
