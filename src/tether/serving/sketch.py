@@ -63,6 +63,15 @@ class LatencySketch:
                 return 2 * self.gamma**key / (self.gamma + 1)
         return 2 * self.gamma ** max(self.buckets) / (self.gamma + 1)
 
+    def count_above(self, threshold: float) -> int:
+        """How many values exceed ``threshold`` (decided per bucket, so within the relative accuracy)."""
+        if threshold < 0:
+            return self.count
+        if threshold == 0:
+            return self.count - self.zeros
+        key = math.ceil(math.log(threshold) / self._log_gamma)
+        return sum(c for k, c in self.buckets.items() if k > key)
+
     def to_json(self) -> dict[str, object]:
         return {
             "a": self.relative_accuracy,

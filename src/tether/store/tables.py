@@ -150,7 +150,63 @@ gate_reports = Table(
     Column("created_by", String(200), nullable=False),
 )
 
-#: Tables whose rows can never change once written; enforced by database triggers (migrations 0001, 0002).
+routing = Table(
+    "routing",
+    metadata,
+    Column("model_name", String(200), primary_key=True),
+    Column("champion_id", DIGEST, ForeignKey("model_versions.id"), nullable=False),
+    Column("canary_id", DIGEST, ForeignKey("model_versions.id")),
+    Column("canary_bp", Integer, nullable=False, server_default="0"),
+    Column("shadow_id", DIGEST, ForeignKey("model_versions.id")),
+    Column("shadow_bp", Integer, nullable=False, server_default="0"),
+    Column("revision", Integer, nullable=False, server_default="1"),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(200), nullable=False, index=True),
+    Column("candidate_id", DIGEST, ForeignKey("model_versions.id"), nullable=False),
+    Column("champion_id", DIGEST, ForeignKey("model_versions.id"), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("plan", JSON, nullable=False),
+    Column("step_started_at", UTCDateTime, nullable=False),
+    Column("gate_report_id", DIGEST),
+    Column("forced", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+)
+
+rollout_events = Table(
+    "rollout_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout_id", Integer, ForeignKey("rollouts.id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("from_bp", Integer, nullable=False),
+    Column("to_bp", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("actor", String(200), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", DIGEST, nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+#: Tables whose rows can never change once written; enforced by database triggers (migrations 0001-0003).
 IMMUTABLE_TABLES = (
     "code_refs",
     "data_snapshots",
@@ -158,4 +214,5 @@ IMMUTABLE_TABLES = (
     "model_versions",
     "alias_events",
     "gate_reports",
+    "rollout_events",
 )

@@ -1,0 +1,598 @@
+"""The rollout controller: a state machine in the database, driven by evidence and a clock.
+
+    running --(every guardrail safe, bake done, enough samples)--> next step ... --> 100%: promote --> watching
+    running --(any guardrail shows harm, or the canary instance crashed)--> rolled_back (canary on shadow)
+    running --(undecided longer than max_step_seconds)--> paused (for a human)
+    watching --(breach against the old champion, still warm on shadow traffic)--> reverted
+    watching --(watch window over)--> completed
+    manual: promote (next step now), pause, resume, abort
+
+Every transition is a row in ``rollout_events`` (immutable) with the metric values, sample sizes, statistics,
+the policy and the actor. The state lives in the database, so a controller that is killed and started again
+resumes where it was. Error rates: each guardrail's always-valid test runs at alpha / (guardrails x steps), so
+the chance of any false rollback over the whole rollout is at most the plan's alpha (union bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from tether.core.clock import Clock, SystemClock
+from tether.core.errors import ConflictError, InvalidInputError, NotFoundError
+from tether.core.types import short
+from tether.registry import Registry
+from tether.registry import aliases as alias_ops
+from tether.rollout.plan import Plan
+from tether.rollout.sequential import Comparison, Decision, compare_rates
+from tether.serving import table as routing_table
+from tether.serving.routing import RoutingTable
+from tether.serving.window import MetricStore, Tally
+from tether.store.tables import rollout_events, rollouts
+
+ACTIVE = ("running", "paused", "watching")
+FULL = 10_000
+
+
+@dataclass(frozen=True)
+class Rollout:
+    id: int
+    model: str
+    candidate_id: str
+    champion_id: str
+    state: str
+    step_index: int
+    plan: Plan
+    step_started_at: datetime
+    gate_report_id: str | None
+    forced: bool
+
+    @property
+    def weight_bp(self) -> int:
+        if self.state in ("watching", "completed"):
+            return FULL
+        if self.state in ("rolled_back", "aborted", "reverted"):
+            return 0
+        return self.plan.bp(self.step_index)
+
+
+@dataclass(frozen=True)
+class Event:
+    rollout_id: int
+    at: datetime
+    kind: str
+    from_bp: int
+    to_bp: int
+    reason: str
+    evidence: dict[str, Any]
+    actor: str
+
+
+class Controller:
+    def __init__(self, registry: Registry, metrics: MetricStore, *, clock: Clock | None = None) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.clock = clock or registry.clock or SystemClock()
+        self.db = registry.store.db
+
+    # -- deployment and starting -------------------------------------------------------------------------
+    def deploy(self, model: str, ref: str, *, reason: str, force: bool = False, actor: str | None = None) -> str:
+        """Make ``ref`` the champion and route all of the model's traffic to it (the first deployment)."""
+        mv = self.registry.get(ref)
+        if mv.name != model:
+            raise InvalidInputError(f"{mv.ref} belongs to model {mv.name!r}, not {model!r}")
+        with self.db.connect() as conn:
+            if self._active(conn, model) is not None:
+                raise ConflictError(f"{model} has a rollout in progress", hint="finish or abort it first")
+            current = alias_ops.current(conn, model, "champion")
+        if current != mv.id:
+            self.registry.set_alias(model, "champion", mv.ref, reason=reason, force=force, actor=actor)
+        with self.db.begin() as conn:
+            routing_table.write(conn, RoutingTable(model, champion=mv.id), self.clock.now())
+        return mv.id
+
+    def start(
+        self,
+        model: str,
+        candidate: str,
+        plan: Plan | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> Rollout:
+        """Start a progressive rollout of ``candidate``; it needs a PASS gate report against the champion."""
+        plan = plan or Plan()
+        mv = self.registry.get(candidate)
+        if mv.name != model:
+            raise InvalidInputError(f"{mv.ref} belongs to model {mv.name!r}, not {model!r}")
+        actor = actor or self.registry.settings.actor
+        now = self.clock.now()
+        with self.db.begin() as conn:
+            current = routing_table.read(conn, model)
+            if current is None:
+                raise NotFoundError(
+                    f"{model} is not deployed", hint=f"deploy a champion first: tether deploy {model} VERSION"
+                )
+            table, _ = current
+            if table.champion == mv.id:
+                raise InvalidInputError(f"{mv.ref} is already the champion of {model}")
+            if (active := self._active(conn, model)) is not None:
+                raise ConflictError(
+                    f"{model} already has rollout {active.id} in state {active.state}",
+                    hint=f"tether rollout abort {model} first",
+                )
+            report = alias_ops.passing_report(conn, mv.id, table.champion)
+            if report is None and not force:
+                raise ConflictError(
+                    f"a rollout of {mv.ref} needs a PASS gate report against the current champion "
+                    f"{short(table.champion)}…",
+                    hint=f"run 'tether gate run {model} --candidate {mv.ref} --spec gate.yaml', "
+                    "or --force with a reason",
+                )
+            if report is None and not (reason and reason.strip()):
+                raise InvalidInputError("--force needs a --reason (it is recorded)")
+            rid = conn.execute(
+                insert(rollouts).values(
+                    model_name=model,
+                    candidate_id=mv.id,
+                    champion_id=table.champion,
+                    state="running",
+                    step_index=0,
+                    plan=plan.model_dump(mode="json"),
+                    step_started_at=now,
+                    gate_report_id=report,
+                    forced=report is None,
+                    created_at=now,
+                    updated_at=now,
+                    created_by=actor,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            ro = self._get(conn, int(rid))
+            why = f"gate report {short(report)}" if report else f"FORCED: {reason}"
+            self._event(
+                conn,
+                ro,
+                "start",
+                0,
+                plan.bp(0),
+                f"start at {plan.steps[0]}% ({why})",
+                {"plan": plan.model_dump()},
+                actor,
+            )
+            routing_table.write(
+                conn, RoutingTable(model, champion=table.champion, canary=mv.id, canary_bp=plan.bp(0)), now
+            )
+        if plan.steps[0] == 100:
+            self._promote_full(ro, actor, "the plan starts at 100%")
+        return self.get(ro.id)
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def tick(self) -> list[Event]:
+        """Evaluate every active rollout once; returns the transitions made."""
+        with self.db.connect() as conn:
+            active = [
+                self._row(r)
+                for r in conn.execute(select(rollouts).where(rollouts.c.state.in_(("running", "watching")))).mappings()
+            ]
+        events: list[Event] = []
+        for ro in active:
+            events += self._running(ro) if ro.state == "running" else self._watching(ro)
+        return events
+
+    def evaluate(self, ro: Rollout) -> tuple[dict[str, Comparison], Tally, Tally]:
+        """The guardrail comparisons of a rollout's current window."""
+        since = ro.step_started_at
+        if ro.state == "watching":
+            new = self.metrics.tally(ro.model, ro.candidate_id, "champion", since)
+            old = self.metrics.tally(ro.model, ro.champion_id, "shadow", since)
+        else:
+            new = self.metrics.tally(ro.model, ro.candidate_id, "canary", since)
+            old = self.metrics.tally(ro.model, ro.champion_id, "champion", since)
+        g = ro.plan.guardrails
+        alpha = ro.plan.alpha / (len(g.active()) * len(ro.plan.steps))
+        out: dict[str, Comparison] = {}
+        if g.error_rate:
+            out["error_rate"] = compare_rates(
+                new.error_count, new.requests, old.error_count, old.requests, margin=g.error_rate.margin, alpha=alpha
+            )
+        if g.schema_violation_rate:
+            out["schema_violation_rate"] = compare_rates(
+                new.schema_violations,
+                new.requests,
+                old.schema_violations,
+                old.requests,
+                margin=g.schema_violation_rate.margin,
+                alpha=alpha,
+            )
+        if g.latency_p99:
+            threshold = old.latency.quantile(0.99) * (1 + g.latency_p99.tolerance) if old.latency.count else 0.0
+            ok = old.latency.count >= 100
+            out["latency_p99"] = compare_rates(
+                new.latency.count_above(threshold) if ok else 0,
+                new.latency.count if ok else 0,
+                old.latency.count_above(threshold) if ok else 0,
+                old.latency.count if ok else 0,
+                margin=g.latency_p99.margin,
+                alpha=alpha,
+            )
+        if g.false_positive_rate:
+            covered = min(new.label_coverage, old.label_coverage) >= g.false_positive_rate.min_coverage
+            out["false_positive_rate"] = compare_rates(
+                new.false_positives if covered else 0,
+                new.labelled_negatives if covered else 0,
+                old.false_positives if covered else 0,
+                old.labelled_negatives if covered else 0,
+                margin=g.false_positive_rate.margin,
+                alpha=alpha,
+            )
+        return out, new, old
+
+    def _evidence(self, ro: Rollout, comps: dict[str, Comparison], new: Tally, old: Tally) -> dict[str, Any]:
+        return {
+            "guardrails": {k: c.to_json() for k, c in comps.items()},
+            "candidate": new.to_json(),
+            "champion": old.to_json(),
+            "window_seconds": (self.clock.now() - ro.step_started_at).total_seconds(),
+            "policy": ro.plan.model_dump(mode="json"),
+        }
+
+    def _running(self, ro: Rollout) -> list[Event]:
+        comps, new, old = self.evaluate(ro)
+        evidence = self._evidence(ro, comps, new, old)
+        elapsed = (self.clock.now() - ro.step_started_at).total_seconds()
+        if new.errors.get("crash", 0):
+            return [self._rollback(ro, "rollback", "the canary instance crashed", evidence, "controller")]
+        harmed = [k for k, c in comps.items() if c.decision is Decision.HARM]
+        if harmed:
+            detail = "; ".join(_describe(k, comps[k]) for k in harmed)
+            return [self._rollback(ro, "rollback", f"harm shown: {detail}", evidence, "controller")]
+        safe = all(c.decision is Decision.SAFE for c in comps.values())
+        if safe and elapsed >= ro.plan.bake_seconds and new.requests >= ro.plan.min_samples:
+            return [self._advance(ro, "every guardrail shown safe and the bake time is over", evidence, "controller")]
+        if elapsed > ro.plan.max_step_seconds:
+            open_ = [k for k, c in comps.items() if c.decision is not Decision.SAFE]
+            return [
+                self._set_state(
+                    ro,
+                    "paused",
+                    "pause",
+                    f"undecided after {elapsed:.0f} s ({', '.join(open_)}); "
+                    "a human decides: tether rollout promote|abort",
+                    evidence,
+                    "controller",
+                )
+            ]
+        return []
+
+    def _watching(self, ro: Rollout) -> list[Event]:
+        comps, new, old = self.evaluate(ro)
+        evidence = self._evidence(ro, comps, new, old)
+        harmed = [k for k, c in comps.items() if c.decision is Decision.HARM]
+        if harmed or new.errors.get("crash", 0):
+            detail = "; ".join(_describe(k, comps[k]) for k in harmed) or "the new champion's instance crashed"
+            return [self._revert(ro, f"breach during the watch window: {detail}", evidence, "controller")]
+        if (self.clock.now() - ro.step_started_at).total_seconds() >= ro.plan.watch_seconds:
+            with self.db.begin() as conn:
+                table, _ = routing_table.read(conn, ro.model) or (None, 0)
+                if table is not None:
+                    routing_table.write(conn, RoutingTable(ro.model, champion=table.champion), self.clock.now())
+                return [
+                    self._transition(
+                        conn,
+                        ro,
+                        "completed",
+                        "complete",
+                        FULL,
+                        FULL,
+                        "watch window over with no breach; the old champion may stop",
+                        evidence,
+                        "controller",
+                    )
+                ]
+        return []
+
+    # -- transitions -------------------------------------------------------------------------------------
+    def _advance(self, ro: Rollout, reason: str, evidence: dict[str, Any], actor: str) -> Event:
+        nxt = ro.step_index + 1
+        if nxt >= len(ro.plan.steps) or ro.plan.steps[nxt] == 100:
+            return self._promote_full(ro, actor, reason, evidence)
+        now = self.clock.now()
+        with self.db.begin() as conn:
+            routing_table.write(
+                conn,
+                RoutingTable(ro.model, champion=ro.champion_id, canary=ro.candidate_id, canary_bp=ro.plan.bp(nxt)),
+                now,
+            )
+            conn.execute(
+                update(rollouts)
+                .where(rollouts.c.id == ro.id)
+                .values(step_index=nxt, step_started_at=now, updated_at=now)
+            )
+            return self._event(
+                conn,
+                ro,
+                "advance",
+                ro.weight_bp,
+                ro.plan.bp(nxt),
+                f"{ro.plan.steps[ro.step_index]}% -> {ro.plan.steps[nxt]}%: {reason}",
+                evidence,
+                actor,
+            )
+
+    def _promote_full(self, ro: Rollout, actor: str, reason: str, evidence: dict[str, Any] | None = None) -> Event:
+        self.registry.set_alias(
+            ro.model,
+            "champion",
+            ro.candidate_id,
+            actor=actor,
+            force=ro.forced,
+            reason=f"rollout {ro.id} reached 100%: {reason}",
+        )
+        now = self.clock.now()
+        with self.db.begin() as conn:
+            # The old champion stays warm on shadow copies of all traffic, so the watch window can compare.
+            routing_table.write(
+                conn, RoutingTable(ro.model, champion=ro.candidate_id, shadow=ro.champion_id, shadow_bp=FULL), now
+            )
+            conn.execute(
+                update(rollouts)
+                .where(rollouts.c.id == ro.id)
+                .values(state="watching", step_index=len(ro.plan.steps) - 1, step_started_at=now, updated_at=now)
+            )
+            return self._event(
+                conn,
+                ro,
+                "promote",
+                ro.weight_bp,
+                FULL,
+                f"100%: {ro.candidate_id[:12]} is champion; watching {ro.plan.watch_seconds:.0f} s",
+                evidence or {},
+                actor,
+            )
+
+    def _rollback(self, ro: Rollout, kind: str, reason: str, evidence: dict[str, Any], actor: str) -> Event:
+        now = self.clock.now()
+        with self.db.begin() as conn:
+            routing_table.write(
+                conn,
+                RoutingTable(
+                    ro.model,
+                    champion=ro.champion_id,
+                    shadow=ro.candidate_id,
+                    shadow_bp=round(ro.plan.diagnosis_shadow * 100),
+                ),
+                now,
+            )
+            state = "aborted" if kind == "abort" else "rolled_back"
+            return self._transition(conn, ro, state, kind, ro.weight_bp, 0, reason, evidence, actor)
+
+    def _revert(self, ro: Rollout, reason: str, evidence: dict[str, Any], actor: str) -> Event:
+        self.registry.set_alias(
+            ro.model,
+            "champion",
+            ro.champion_id,
+            actor=actor,
+            force=True,
+            reason=f"automatic revert of rollout {ro.id}: {reason}",
+        )
+        now = self.clock.now()
+        with self.db.begin() as conn:
+            routing_table.write(
+                conn,
+                RoutingTable(
+                    ro.model,
+                    champion=ro.champion_id,
+                    shadow=ro.candidate_id,
+                    shadow_bp=round(ro.plan.diagnosis_shadow * 100),
+                ),
+                now,
+            )
+            return self._transition(conn, ro, "reverted", "revert", FULL, 0, reason, evidence, actor)
+
+    def _set_state(
+        self, ro: Rollout, state: str, kind: str, reason: str, evidence: dict[str, Any], actor: str
+    ) -> Event:
+        with self.db.begin() as conn:
+            return self._transition(conn, ro, state, kind, ro.weight_bp, ro.weight_bp, reason, evidence, actor)
+
+    def _transition(
+        self,
+        conn: Connection,
+        ro: Rollout,
+        state: str,
+        kind: str,
+        from_bp: int,
+        to_bp: int,
+        reason: str,
+        evidence: dict[str, Any],
+        actor: str,
+    ) -> Event:
+        now = self.clock.now()
+        conn.execute(update(rollouts).where(rollouts.c.id == ro.id).values(state=state, updated_at=now))
+        return self._event(conn, ro, kind, from_bp, to_bp, reason, evidence, actor)
+
+    def _event(
+        self,
+        conn: Connection,
+        ro: Rollout,
+        kind: str,
+        from_bp: int,
+        to_bp: int,
+        reason: str,
+        evidence: dict[str, Any],
+        actor: str,
+    ) -> Event:
+        at = self.clock.now()
+        conn.execute(
+            insert(rollout_events).values(
+                rollout_id=ro.id,
+                at=at,
+                kind=kind,
+                from_bp=from_bp,
+                to_bp=to_bp,
+                reason=reason,
+                evidence=evidence,
+                actor=actor,
+            )
+        )
+        return Event(ro.id, at, kind, from_bp, to_bp, reason, evidence, actor)
+
+    # -- manual actions ----------------------------------------------------------------------------------
+    def promote(self, model: str, *, reason: str, actor: str | None = None) -> Event:
+        ro = self._require(model, ("running", "paused"))
+        comps, new, old = self.evaluate(ro)
+        return self._advance(
+            ro, f"manual promote: {reason}", self._evidence(ro, comps, new, old), actor or self.registry.settings.actor
+        )
+
+    def pause(self, model: str, *, reason: str, actor: str | None = None) -> Event:
+        ro = self._require(model, ("running",))
+        return self._set_state(
+            ro, "paused", "pause", f"manual pause: {reason}", {}, actor or self.registry.settings.actor
+        )
+
+    def resume(self, model: str, *, reason: str, actor: str | None = None) -> Event:
+        ro = self._require(model, ("paused",))
+        now = self.clock.now()
+        with self.db.begin() as conn:
+            # The step's window restarts: evidence gathered before the pause is not reused.
+            conn.execute(update(rollouts).where(rollouts.c.id == ro.id).values(step_started_at=now))
+            return self._transition(
+                conn,
+                ro,
+                "running",
+                "resume",
+                ro.weight_bp,
+                ro.weight_bp,
+                f"manual resume: {reason}",
+                {},
+                actor or self.registry.settings.actor,
+            )
+
+    def abort(self, model: str, *, reason: str, actor: str | None = None) -> Event:
+        ro = self._require(model, ("running", "paused"))
+        comps, new, old = self.evaluate(ro)
+        return self._rollback(
+            ro,
+            "abort",
+            f"manual abort: {reason}",
+            self._evidence(ro, comps, new, old),
+            actor or self.registry.settings.actor,
+        )
+
+    def shadow(self, model: str, ref: str | None, percent: float) -> RoutingTable:
+        """Copy ``percent`` of a model's traffic to a diagnostic version (responses never change)."""
+        if not 0 <= percent <= 100:
+            raise InvalidInputError(f"shadow share must be within 0..100 percent, got {percent}")
+        with self.db.begin() as conn:
+            current = routing_table.read(conn, model)
+            if current is None:
+                raise NotFoundError(f"{model} is not deployed", hint=f"tether deploy {model} VERSION")
+            table, _ = current
+            shadow_id = self.registry.get(ref).id if ref else None
+            new = RoutingTable(
+                model,
+                table.champion,
+                table.canary,
+                table.canary_bp,
+                shadow_id,
+                round(percent * 100) if shadow_id else 0,
+            )
+            routing_table.write(conn, new, self.clock.now())
+            return new
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def get(self, rollout_id: int) -> Rollout:
+        with self.db.connect() as conn:
+            return self._get(conn, rollout_id)
+
+    def latest(self, model: str) -> Rollout | None:
+        with self.db.connect() as conn:
+            row = (
+                conn.execute(
+                    select(rollouts).where(rollouts.c.model_name == model).order_by(rollouts.c.id.desc()).limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            return self._row(row) if row else None
+
+    def events(self, rollout_id: int) -> list[Event]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(rollout_events).where(rollout_events.c.rollout_id == rollout_id).order_by(rollout_events.c.id)
+            ).mappings()
+            return [
+                Event(
+                    r["rollout_id"],
+                    r["at"],
+                    r["kind"],
+                    r["from_bp"],
+                    r["to_bp"],
+                    r["reason"],
+                    r["evidence"],
+                    r["actor"],
+                )
+                for r in rows
+            ]
+
+    def _require(self, model: str, states: tuple[str, ...]) -> Rollout:
+        with self.db.connect() as conn:
+            ro = self._active(conn, model)
+        if ro is None or ro.state not in states:
+            raise ConflictError(
+                f"{model} has no rollout in state {' or '.join(states)}" + (f" (latest is {ro.state})" if ro else ""),
+                hint=f"tether rollout status {model}",
+            )
+        return ro
+
+    def _active(self, conn: Connection, model: str) -> Rollout | None:
+        row = (
+            conn.execute(
+                select(rollouts)
+                .where(rollouts.c.model_name == model, rollouts.c.state.in_(ACTIVE))
+                .order_by(rollouts.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        return self._row(row) if row else None
+
+    def _get(self, conn: Connection, rollout_id: int) -> Rollout:
+        row = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no rollout {rollout_id}")
+        return self._row(row)
+
+    @staticmethod
+    def _row(r: Any) -> Rollout:
+        return Rollout(
+            r["id"],
+            r["model_name"],
+            r["candidate_id"],
+            r["champion_id"],
+            r["state"],
+            r["step_index"],
+            Plan.model_validate(r["plan"]),
+            r["step_started_at"],
+            r["gate_report_id"],
+            bool(r["forced"]),
+        )
+
+
+def _tau(margin: float) -> float:
+    """The mixing scale of the mSPRT: the effect size the guardrail cares about (its margin), at least 0.005."""
+    return max(margin, 0.005)
+
+
+def _describe(name: str, c: Comparison) -> str:
+    return (
+        f"{name}: candidate {c.canary_rate:.4f} vs champion {c.champion_rate:.4f} "
+        f"(difference in [{c.lower:+.4f}, {c.upper:+.4f}], allowed {c.margin:+.4f}; "
+        f"n={c.canary_n}/{c.champion_n})"
+    )

@@ -1,0 +1,93 @@
+"""A rollout plan: the traffic steps, how long each bakes, and the guardrails that decide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tether.core.errors import InvalidInputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateGuard(_Strict):
+    #: The canary's rate may exceed the champion's by at most this (absolute).
+    margin: float = Field(ge=0)
+
+
+class LatencyGuard(_Strict):
+    #: "Slow" means slower than the champion's p99 times (1 + tolerance) in the same window.
+    tolerance: float = Field(default=0.25, ge=0)
+    #: The canary's share of slow requests may exceed the champion's by at most this.
+    margin: float = Field(default=0.02, ge=0)
+
+
+class BusinessGuard(_Strict):
+    margin: float = Field(ge=0)
+    #: Labelled share of predictions needed on both arms before the metric counts.
+    min_coverage: float = Field(default=0.2, gt=0, le=1)
+
+
+class Guardrails(_Strict):
+    error_rate: RateGuard | None = RateGuard(margin=0.01)
+    schema_violation_rate: RateGuard | None = RateGuard(margin=0.01)
+    latency_p99: LatencyGuard | None = LatencyGuard()
+    false_positive_rate: BusinessGuard | None = None
+
+    def active(self) -> list[str]:
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
+
+class Plan(_Strict):
+    #: Canary traffic per step, in percent; the last must be 100.
+    steps: list[float] = Field(default_factory=lambda: [1.0, 5.0, 25.0, 100.0], min_length=1)
+    bake_seconds: float = Field(default=300, ge=0)
+    #: Canary requests needed in a step before it may advance.
+    min_samples: int = Field(default=500, ge=1)
+    #: A step still undecided after this long pauses for a human.
+    max_step_seconds: float = Field(default=3600, gt=0)
+    #: After 100%: how long the old champion stays warm (on shadow traffic) and a breach reverts.
+    watch_seconds: float = Field(default=600, ge=0)
+    #: Family-wise false-alarm rate of the guardrails over the whole rollout (split evenly between them).
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    #: Shadow share (percent) kept on a rolled-back canary for diagnosis.
+    diagnosis_shadow: float = Field(default=10.0, ge=0, le=100)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+
+    @model_validator(mode="after")
+    def _steps(self) -> Plan:
+        if any(not 0 < s <= 100 for s in self.steps) or self.steps != sorted(set(self.steps)):
+            raise ValueError("steps must be increasing percentages in (0, 100]")
+        if self.steps[-1] != 100:
+            raise ValueError("the last step must be 100")
+        if not self.guardrails.active():
+            raise ValueError("a rollout needs at least one guardrail")
+        return self
+
+    def bp(self, step_index: int) -> int:
+        return round(self.steps[step_index] * 100)
+
+
+def load_plan(source: str | Path | dict[str, Any] | None) -> Plan:
+    if source is None:
+        return Plan()
+    if isinstance(source, dict):
+        data: Any = source
+    else:
+        try:
+            data = yaml.safe_load(Path(source).read_text())
+        except FileNotFoundError:
+            raise InvalidInputError(f"rollout plan not found: {source}") from None
+    try:
+        return Plan.model_validate(data or {})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'plan'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()
+        )
+        raise InvalidInputError(f"invalid rollout plan: {problems}", hint="see docs/rollout.md") from None

@@ -1,0 +1,177 @@
+"""Per-version metric windows: what the rollout controller compares, kept in fixed time slices.
+
+Every request adds to the slice of its arrival time for (model, version, arm): requests, errors by kind,
+schema violations, a latency sketch, and, once feedback arrives, the confusion counts of labelled predictions
+(attributed to the prediction's slice). `tally` merges the slices of any time range, so canary and champion
+are compared over exactly the same window. Slices older than ``retention`` are dropped.
+
+The store is in-process (one gateway process by default); every field merges by addition, which is what a
+shared store for several replicas needs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tether.serving.sketch import LatencySketch
+
+SLICE_SECONDS = 10
+
+
+@dataclass
+class Tally:
+    requests: int = 0
+    records: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    schema_violations: int = 0
+    latency: LatencySketch = field(default_factory=LatencySketch)
+    labelled: int = 0
+    labelled_negatives: int = 0
+    false_positives: int = 0
+    labelled_positives: int = 0
+    true_positives: int = 0
+
+    def merge(self, other: Tally) -> Tally:
+        self.requests += other.requests
+        self.records += other.records
+        self.errors.update(other.errors)
+        self.schema_violations += other.schema_violations
+        self.latency.merge(other.latency)
+        self.labelled += other.labelled
+        self.labelled_negatives += other.labelled_negatives
+        self.false_positives += other.false_positives
+        self.labelled_positives += other.labelled_positives
+        self.true_positives += other.true_positives
+        return self
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def label_coverage(self) -> float:
+        return self.labelled / self.records if self.records else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "records": self.records,
+            "errors": dict(self.errors),
+            "schema_violations": self.schema_violations,
+            "latency_p50": self.latency.quantile(0.5),
+            "latency_p99": self.latency.quantile(0.99),
+            "labelled": self.labelled,
+            "label_coverage": self.label_coverage,
+            "false_positives": self.false_positives,
+            "labelled_negatives": self.labelled_negatives,
+        }
+
+
+Key = tuple[str, str, str]  # model, version, arm
+
+
+class MetricStore:
+    """Thread-safe time-sliced tallies per (model, version, arm)."""
+
+    def __init__(self, *, retention: timedelta = timedelta(hours=6)) -> None:
+        self._slices: dict[Key, dict[int, Tally]] = {}
+        self._lock = threading.Lock()
+        self.retention = retention
+
+    @staticmethod
+    def slice_of(at: datetime) -> int:
+        return int(at.timestamp()) // SLICE_SECONDS
+
+    def _tally(self, key: Key, at: datetime) -> Tally:
+        slices = self._slices.setdefault(key, {})
+        s = self.slice_of(at)
+        t = slices.get(s)
+        if t is None:
+            t = slices[s] = Tally()
+            horizon = s - int(self.retention.total_seconds()) // SLICE_SECONDS
+            for old in [k for k in slices if k < horizon]:
+                del slices[old]
+        return t
+
+    def record_request(
+        self,
+        model: str,
+        version: str,
+        arm: str,
+        at: datetime,
+        *,
+        latency: float | None = None,
+        records: int = 0,
+        error: str | None = None,
+        schema_violation: bool = False,
+    ) -> None:
+        with self._lock:
+            t = self._tally((model, version, arm), at)
+            t.requests += 1
+            t.records += records
+            if error:
+                t.errors[error] += 1
+            if schema_violation:
+                t.schema_violations += 1
+            if latency is not None:
+                t.latency.add(latency)
+
+    def record_batch(
+        self,
+        model: str,
+        version: str,
+        arm: str,
+        at: datetime,
+        *,
+        latencies: Any,
+        records: int,
+        errors: dict[str, int] | None = None,
+        schema_violations: int = 0,
+    ) -> None:
+        """Many requests at once (a gateway micro-batch, or a simulation): one sketch update, one lock."""
+        with self._lock:
+            t = self._tally((model, version, arm), at)
+            n = len(latencies)
+            t.requests += n
+            t.records += records
+            t.errors.update(errors or {})
+            t.schema_violations += schema_violations
+            if n:
+                t.latency.add(latencies)
+
+    def record_labels(
+        self, model: str, version: str, arm: str, at: datetime, predicted: list[int], labels: list[int]
+    ) -> None:
+        with self._lock:
+            t = self._tally((model, version, arm), at)
+            for p, y in zip(predicted, labels, strict=True):
+                t.labelled += 1
+                if y:
+                    t.labelled_positives += 1
+                    t.true_positives += int(bool(p))
+                else:
+                    t.labelled_negatives += 1
+                    t.false_positives += int(bool(p))
+
+    def record_event(self, model: str, version: str, arm: str, at: datetime, error: str) -> None:
+        """An error not tied to a request (an instance crash, say)."""
+        with self._lock:
+            self._tally((model, version, arm), at).errors[error] += 1
+
+    def tally(self, model: str, version: str, arm: str, since: datetime, until: datetime | None = None) -> Tally:
+        lo = self.slice_of(since)
+        hi = self.slice_of(until) if until is not None else None
+        out = Tally()
+        with self._lock:
+            for s, t in self._slices.get((model, version, arm), {}).items():
+                if s >= lo and (hi is None or s <= hi):
+                    out.merge(t)
+        return out
+
+    def keys(self) -> list[Key]:
+        with self._lock:
+            return list(self._slices)
