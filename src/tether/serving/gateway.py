@@ -1,0 +1,321 @@
+"""The gateway hot path: authenticate, parse, validate, route, forward, shadow, measure, respond.
+
+    POST /v1/models/{name}/predict   {"records": [...], "entity_key": "optional"}  -> {"outputs": [...]}
+    POST /v1/feedback                {"trace_id": "...", "labels": [0, 1, ...]}     -> delayed labels
+    GET  /metrics                    Prometheus text
+    GET  /healthz
+
+Every response carries ``X-Tether-Trace``; predictions also ``X-Tether-Version``. Bad input gets a 4xx that
+names what was wrong (400 malformed JSON, 413 too large, 404 unknown model, 422 schema violation naming the
+record, field and rule); a backend that is down gets a 502/503/504; every such event is counted and the
+gateway keeps serving. Shadow copies go fire-and-forget and never change a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, OrderedDict
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from tether.core.clock import Clock, SystemClock
+from tether.core.ids import TraceIdGenerator
+from tether.registry import Registry
+from tether.serving import table as routing_table
+from tether.serving.auth import KeyRing
+from tether.serving.contract import InputValidator
+from tether.serving.routing import RoutingTable
+from tether.serving.runtime import Instance, Runtime
+from tether.serving.window import MetricStore
+
+MAX_RECORDS = 10_000
+TRACE_MEMORY = 200_000
+
+
+class Gateway:
+    def __init__(
+        self,
+        registry: Registry,
+        metrics: MetricStore,
+        runtime: Runtime,
+        *,
+        keys: KeyRing | None = None,
+        clock: Clock | None = None,
+        max_body_bytes: int = 4 << 20,
+        timeout: float = 10.0,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.runtime = runtime
+        self.keys = keys
+        self.clock = clock or SystemClock()
+        self.ids = TraceIdGenerator(self.clock)
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.tables: dict[str, RoutingTable] = {}
+        self.revisions: dict[str, int] = {}
+        self.validators: dict[str, InputValidator] = {}
+        self.rejected: Counter[tuple[str, str]] = Counter()
+        self.shadow_tasks: set[asyncio.Task[None]] = set()
+        self._traces: OrderedDict[str, tuple[str, str, str, datetime, list[Any]]] = OrderedDict()
+        self._session: aiohttp.ClientSession | None = None
+        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
+        self.app.router.add_post("/v1/models/{name}/predict", self.predict)
+        self.app.router.add_post("/v1/feedback", self.feedback)
+        self.app.router.add_get("/metrics", self.prometheus)
+        self.app.router.add_get("/healthz", self.health)
+        self.app.on_cleanup.append(self._close)
+
+    # -- state --------------------------------------------------------------------------------------------
+    def refresh_routing(self) -> dict[str, RoutingTable]:
+        """Re-read the routing tables (cheap: one query); returns the tables that changed."""
+        with self.registry.store.db.connect() as conn:
+            current = routing_table.read_all(conn)
+        changed = {m: t for m, (t, rev) in current.items() if self.revisions.get(m) != rev}
+        for m, (t, rev) in current.items():
+            self.tables[m], self.revisions[m] = t, rev
+        for m in set(self.tables) - set(current):
+            del self.tables[m]
+        return changed
+
+    def validator(self, version_id: str) -> InputValidator:
+        v = self.validators.get(version_id)
+        if v is None:
+            v = self.validators[version_id] = InputValidator(self.registry.get(version_id).input_schema)
+        return v
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # One pooled connector for all instances; keep-alive connections are reused across requests.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=None),
+                timeout=self.timeout,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
+
+    async def _close(self, _app: web.Application) -> None:
+        for task in list(self.shadow_tasks):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- middleware ---------------------------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge as e:
+            self.rejected[(request.match_info.get("name", "-"), "too_large")] += 1
+            return _error(413, f"request body over the limit of {e.max_size} bytes; send smaller batches")
+        except web.HTTPException:
+            raise
+
+    def _deny(self, request: web.Request, action: str) -> web.Response | None:
+        if self.keys is None:
+            return None
+        result = self.keys.check(request.headers.get("Authorization"), action)
+        if isinstance(result, tuple):
+            self.rejected[(request.match_info.get("name", "-"), f"auth_{result[0]}")] += 1
+            return _error(*result)
+        return None
+
+    # -- handlers -----------------------------------------------------------------------------------------
+    async def predict(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        model = request.match_info["name"]
+        trace = self.ids.new()
+        if (denied := self._deny(request, "predict")) is not None:
+            return denied
+        table = self.tables.get(model)
+        if table is None:
+            self.rejected[(model, "unknown_model")] += 1
+            return _error(404, f"unknown model {model!r}; deployed: {sorted(self.tables)}", trace)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as e:
+            self.rejected[(model, "malformed_json")] += 1
+            return _error(400, f"malformed JSON: {e}", trace)
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list) or not records or len(records) > MAX_RECORDS:
+            self.rejected[(model, "bad_request")] += 1
+            return _error(400, f'send {{"records": [...]}} with 1 to {MAX_RECORDS} records', trace)
+        key = body.get("entity_key") or request.headers.get("X-Tether-Entity") or trace
+        route = table.route(str(key))
+        now = self.clock.now()
+        violations = self.validator(route.version_id).validate(records)
+        if violations:
+            self.metrics.record_request(
+                model, route.version_id, route.arm, now, records=len(records), schema_violation=True
+            )
+            shown = [str(v) for v in violations[:20]]
+            return _error(
+                422,
+                f"{len(violations)} schema violation(s): {'; '.join(shown)}",
+                trace,
+                version=route.version_id,
+                extra={"violations": shown},
+            )
+        payload = orjson.dumps({"records": records})
+        status, result, error = await self._forward(route.version_id, payload, model)
+        latency = time.perf_counter() - started
+        self.metrics.record_request(
+            model, route.version_id, route.arm, now, latency=latency, records=len(records), error=error
+        )
+        if route.shadow_version_id and route.shadow_version_id != route.version_id:
+            task = asyncio.create_task(self._shadow(model, route.shadow_version_id, payload, now))
+            self.shadow_tasks.add(task)
+            task.add_done_callback(self.shadow_tasks.discard)
+        if error is not None:
+            return _error(status, str(result), trace, version=route.version_id)
+        outputs = result["outputs"]
+        self._remember(trace, model, route.version_id, route.arm, now, outputs)
+        body_out = orjson.dumps({"trace_id": trace, "version": route.version_id, "outputs": outputs})
+        return web.Response(
+            body=body_out,
+            content_type="application/json",
+            headers={"X-Tether-Trace": trace, "X-Tether-Version": route.version_id},
+        )
+
+    async def _forward(self, version_id: str, payload: bytes, model: str) -> tuple[int, Any, str | None]:
+        """(status, parsed body or message, error kind or None)."""
+        inst = self.runtime.instance(version_id)
+        if inst is None:
+            return 503, f"no running instance for version {version_id[:12]}… (starting or crashed)", "unavailable"
+        try:
+            url, data = _request_for(inst, model, payload)
+            async with self.session.post(url, data=data, headers={"Content-Type": "application/json"}) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    return (
+                        502,
+                        f"instance {version_id[:12]}… answered {resp.status}: {raw[:300].decode(errors='replace')}",
+                        "backend_status",
+                    )
+                return 200, _response_from(inst, orjson.loads(raw)), None
+        except TimeoutError:
+            return 504, f"instance {version_id[:12]}… did not answer within {self.timeout.total} s", "timeout"
+        except aiohttp.ClientError as e:
+            return 502, f"instance {version_id[:12]}… is unreachable: {type(e).__name__}", "backend_down"
+
+    async def _shadow(self, model: str, version_id: str, payload: bytes, at: datetime) -> None:
+        started = time.perf_counter()
+        try:
+            _, _, error = await self._forward(version_id, payload, model)
+        except Exception:  # a shadow can never affect the live path
+            error = "shadow_failure"
+        self.metrics.record_request(
+            model, version_id, "shadow", at, latency=time.perf_counter() - started, records=0, error=error
+        )
+
+    def _remember(self, trace: str, model: str, version: str, arm: str, at: datetime, outputs: list[Any]) -> None:
+        decisions = [o.get("prediction") if isinstance(o, dict) else None for o in outputs]
+        self._traces[trace] = (model, version, arm, at, decisions)
+        while len(self._traces) > TRACE_MEMORY:
+            self._traces.popitem(last=False)
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        if (denied := self._deny(request, "predict")) is not None:
+            return denied
+        try:
+            body = orjson.loads(await request.read())
+            trace, labels = body["trace_id"], body["labels"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+            return _error(400, f'send {{"trace_id": ..., "labels": [...]}}: {e}')
+        known = self._traces.get(trace)
+        if known is None:
+            return _error(404, f"unknown or expired trace id {trace!r} (the gateway keeps the last {TRACE_MEMORY})")
+        model, version, arm, at, decisions = known
+        if not isinstance(labels, list) or len(labels) != len(decisions):
+            return _error(422, f"trace {trace} has {len(decisions)} predictions; send as many labels")
+        self.metrics.record_labels(
+            model, version, arm, at, [int(bool(d)) for d in decisions], [int(bool(x)) for x in labels]
+        )
+        return web.json_response({"trace_id": trace, "labelled": len(labels)})
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "models": sorted(self.tables)})
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        if (denied := self._deny(request, "read")) is not None:
+            return denied
+        epoch = datetime.fromtimestamp(0, tz=self.clock.now().tzinfo)
+        lines = [
+            "# TYPE tether_requests_total counter",
+            "# TYPE tether_errors_total counter",
+            "# TYPE tether_schema_violations_total counter",
+            "# TYPE tether_latency_seconds summary",
+            "# TYPE tether_rejected_total counter",
+        ]
+        for model, version, arm in sorted(self.metrics.keys()):
+            t = self.metrics.tally(model, version, arm, epoch)
+            labels = f'model="{model}",version="{version[:12]}",arm="{arm}"'
+            lines.append(f"tether_requests_total{{{labels}}} {t.requests}")
+            lines.append(f"tether_schema_violations_total{{{labels}}} {t.schema_violations}")
+            for kind, n in sorted(t.errors.items()):
+                lines.append(f'tether_errors_total{{{labels},kind="{kind}"}} {n}')
+            if t.latency.count:
+                for q in (0.5, 0.9, 0.99):
+                    lines.append(f'tether_latency_seconds{{{labels},quantile="{q}"}} {t.latency.quantile(q):.6f}')
+        for (model, reason), n in sorted(self.rejected.items()):
+            lines.append(f'tether_rejected_total{{model="{model}",reason="{reason}"}} {n}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _error(
+    status: int,
+    message: str,
+    trace: str | None = None,
+    *,
+    version: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> web.Response:
+    headers = {"X-Tether-Trace": trace} if trace else {}
+    if version:
+        headers["X-Tether-Version"] = version
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": message, **(extra or {})}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _request_for(inst: Instance, model: str, payload: bytes) -> tuple[str, bytes]:
+    if inst.protocol == "kserve-v2":
+        records = orjson.loads(payload)["records"]
+        names = list(records[0])
+        inputs = [
+            {
+                "name": n,
+                "shape": [len(records)],
+                "datatype": _v2_type(records[0][n]),
+                "data": [r.get(n) for r in records],
+            }
+            for n in names
+        ]
+        return f"{inst.url}/v2/models/{inst.model_name or model}/infer", orjson.dumps({"inputs": inputs})
+    return f"{inst.url}/predict", payload
+
+
+def _response_from(inst: Instance, body: dict[str, Any]) -> dict[str, Any]:
+    if inst.protocol == "kserve-v2":
+        outputs = body["outputs"]
+        n = len(outputs[0]["data"])
+        return {"outputs": [{o["name"]: o["data"][i] for o in outputs} for i in range(n)]}
+    return body
+
+
+def _v2_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FP64"
+    return "BYTES"

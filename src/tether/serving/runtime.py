@@ -1,0 +1,199 @@
+"""Instance runtimes: where a version's predictions are computed.
+
+`LocalRuntime` runs each version in its own child process (`tether.serving.worker`) on a free port of
+127.0.0.1, waits for it to be healthy, restarts it with exponential backoff when it dies, and reports each
+crash through a callback (the rollout controller treats a crashed canary as harm). `UrlRuntime` points a
+version at an external endpoint speaking tether's predict protocol or the KServe V2 inference protocol.
+Both implement the same small interface, which a Ray Serve runtime will implement too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tether.core.errors import ExternalCommandError, NotFoundError
+from tether.core.settings import Settings
+
+
+@dataclass
+class Instance:
+    version_id: str
+    url: str
+    protocol: str = "tether"  # tether | kserve-v2
+    model_name: str = ""
+    pid: int | None = None
+    restarts: int = 0
+    process: asyncio.subprocess.Process | None = field(default=None, repr=False)
+
+
+class Runtime(Protocol):
+    async def ensure(self, version_id: str) -> Instance: ...
+
+    def instance(self, version_id: str) -> Instance | None: ...
+
+    async def stop(self, version_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+CrashCallback = Callable[[str], None]
+
+
+class LocalRuntime:
+    """One child process per version, supervised."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_crash: CrashCallback | None = None,
+        startup_timeout: float = 120.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.on_crash = on_crash
+        self.startup_timeout = startup_timeout
+        self.max_backoff = max_backoff
+        self._instances: dict[str, Instance] = {}
+        self._starting: dict[str, asyncio.Task[Instance]] = {}
+        self._wanted: set[str] = set()
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def instance(self, version_id: str) -> Instance | None:
+        inst = self._instances.get(version_id)
+        if inst is None or inst.process is None or inst.process.returncode is not None:
+            return None
+        return inst
+
+    async def ensure(self, version_id: str) -> Instance:
+        """The running instance of a version, starting it (once, however many callers wait) if needed."""
+        self._wanted.add(version_id)
+        if (inst := self.instance(version_id)) is not None:
+            return inst
+        task = self._starting.get(version_id)
+        if task is None:
+            task = asyncio.create_task(self._spawn(version_id))
+            self._starting[version_id] = task
+            task.add_done_callback(lambda _t: self._starting.pop(version_id, None))
+        return await asyncio.shield(task)
+
+    async def _spawn(self, version_id: str, restarts: int = 0) -> Instance:
+        env = {
+            **os.environ,
+            "TETHER_HOME": str(self.settings.home.absolute()),
+            "TETHER_DATABASE_URL": self.settings.database_url or "",
+            "TETHER_BLOB_URL": self.settings.blob_url or "",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tether.serving.worker",
+            "--version",
+            version_id,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        try:
+            port = await asyncio.wait_for(self._ready(proc), timeout=self.startup_timeout)
+        except (TimeoutError, ExternalCommandError):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            err = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
+            raise ExternalCommandError(
+                f"the instance for version {version_id[:12]}… did not start: {err[-500:]}"
+            ) from None
+        inst = Instance(version_id, f"http://127.0.0.1:{port}", pid=proc.pid, restarts=restarts, process=proc)
+        self._instances[version_id] = inst
+        if self._supervisor is None or self._supervisor.done():
+            self._supervisor = asyncio.create_task(self._supervise())
+        return inst
+
+    @staticmethod
+    async def _ready(proc: asyncio.subprocess.Process) -> int:
+        assert proc.stdout is not None
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise ExternalCommandError("the instance exited before it was ready")
+            text = line.decode().strip()
+            if text.startswith("TETHER_WORKER_READY "):
+                return int(text.split()[1])
+
+    async def _supervise(self) -> None:
+        backoff: dict[str, float] = {}
+        while self._wanted:
+            await asyncio.sleep(0.2)
+            for vid in list(self._wanted):
+                inst = self._instances.get(vid)
+                if inst is None or inst.process is None or inst.process.returncode is None:
+                    continue
+                if vid in self._starting:
+                    continue
+                if self.on_crash is not None:
+                    self.on_crash(vid)
+                delay = min(self.max_backoff, backoff.get(vid, 0.5) * 2)
+                backoff[vid] = delay
+                restarts = inst.restarts + 1
+                del self._instances[vid]
+
+                async def restart(vid: str = vid, delay: float = delay, restarts: int = restarts) -> Instance:
+                    await asyncio.sleep(delay)
+                    return await self._spawn(vid, restarts)
+
+                task = self._starting[vid] = asyncio.create_task(restart())
+                task.add_done_callback(lambda _t, vid=vid: self._starting.pop(vid, None))
+
+    async def stop(self, version_id: str) -> None:
+        self._wanted.discard(version_id)
+        inst = self._instances.pop(version_id, None)
+        if inst is None or inst.process is None or inst.process.returncode is not None:
+            return
+        inst.process.terminate()
+        try:
+            await asyncio.wait_for(inst.process.wait(), timeout=10)
+        except TimeoutError:
+            inst.process.kill()
+            await inst.process.wait()
+
+    async def close(self) -> None:
+        for vid in list(self._instances):
+            await self.stop(vid)
+        for task in list(self._starting.values()):
+            task.cancel()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+
+    def running(self) -> list[Instance]:
+        return [i for v in self._instances if (i := self.instance(v)) is not None]
+
+
+class UrlRuntime:
+    """Versions served elsewhere (KServe, vLLM, Triton, another tether worker), named by URL."""
+
+    def __init__(self, endpoints: dict[str, tuple[str, str, str]]) -> None:
+        """``endpoints`` maps a version id to (url, protocol, model name at the endpoint)."""
+        self._instances = {
+            vid: Instance(vid, url.rstrip("/"), protocol, name) for vid, (url, protocol, name) in endpoints.items()
+        }
+
+    def instance(self, version_id: str) -> Instance | None:
+        return self._instances.get(version_id)
+
+    async def ensure(self, version_id: str) -> Instance:
+        inst = self._instances.get(version_id)
+        if inst is None:
+            raise NotFoundError(f"no endpoint configured for version {version_id[:12]}…")
+        return inst
+
+    async def stop(self, version_id: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

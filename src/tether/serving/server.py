@@ -1,0 +1,144 @@
+"""`tether serve`: the gateway, the instances and the rollout controller in one process.
+
+Background loops: every ``refresh_seconds`` the routing tables and API keys are re-read and instances are
+reconciled (every version a table names is started; versions no table names are stopped); every
+``tick_seconds`` the controller evaluates active rollouts (in a worker thread: it talks to the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from tether.core.clock import Clock, SystemClock
+from tether.core.settings import Settings
+from tether.registry import Registry
+from tether.rollout.controller import Controller
+from tether.serving.auth import KeyRing
+from tether.serving.gateway import Gateway
+from tether.serving.runtime import LocalRuntime
+from tether.serving.window import MetricStore
+
+log = logging.getLogger("tether.serve")
+
+
+class Server:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        auth: bool = True,
+        tick_seconds: float = 5.0,
+        refresh_seconds: float = 0.5,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.host, self.port = host, port
+        self.tick_seconds, self.refresh_seconds = tick_seconds, refresh_seconds
+        self.clock = clock or SystemClock()
+        self.registry = Registry.open(settings, clock=self.clock)
+        self.metrics = MetricStore()
+        self.runtime = LocalRuntime(settings, on_crash=self._crashed)
+        self.keys = KeyRing(self.registry.store.db) if auth else None
+        self.gateway = Gateway(self.registry, self.metrics, self.runtime, keys=self.keys, clock=self.clock)
+        self.controller = Controller(self.registry, self.metrics, clock=self.clock)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: dict[str, asyncio.Task[object]] = {}
+        self._stopping: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.refresh()
+        if self.keys is not None:
+            self.keys.refresh()
+        self._runner = web.AppRunner(self.gateway.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self._control_loop())]
+
+    def refresh(self) -> None:
+        self.gateway.refresh_routing()
+        wanted = {v for t in self.gateway.tables.values() for v in (t.champion, t.canary, t.shadow) if v}
+        for vid in wanted:
+            if self.runtime.instance(vid) is None and vid not in self._pending:
+                task = asyncio.ensure_future(self.runtime.ensure(vid))
+                self._pending[vid] = task
+                task.add_done_callback(lambda t, vid=vid: self._started(vid, t))
+        for inst in self.runtime.running():
+            if inst.version_id not in wanted and inst.version_id not in self._stopping:
+                task = asyncio.ensure_future(self.runtime.stop(inst.version_id))
+                self._stopping[inst.version_id] = task
+                task.add_done_callback(lambda _t, vid=inst.version_id: self._stopping.pop(vid, None))
+
+    def _started(self, vid: str, task: asyncio.Task[object]) -> None:
+        self._pending.pop(vid, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("instance for %s failed to start: %s", vid[:12], task.exception())
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until every version the routing tables name has a running instance."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self.refresh()
+                wanted = {v for t in self.gateway.tables.values() for v in (t.champion, t.canary, t.shadow) if v}
+                if all(self.runtime.instance(v) is not None for v in wanted):
+                    return
+                await asyncio.sleep(0.1)
+
+    async def _refresh_loop(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                self.refresh()
+                n += 1
+                if self.keys is not None and n % 10 == 0:
+                    self.keys.refresh()
+            except Exception:
+                log.exception("refresh failed")
+
+    async def _control_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            try:
+                for event in await loop.run_in_executor(None, self.controller.tick):
+                    log.warning("rollout %s: %s (%s)", event.rollout_id, event.kind, event.reason)
+                self.refresh()
+            except Exception:
+                log.exception("controller tick failed")
+
+    def _crashed(self, version_id: str) -> None:
+        now = self.clock.now()
+        for model, t in self.gateway.tables.items():
+            for arm, vid in (("champion", t.champion), ("canary", t.canary), ("shadow", t.shadow)):
+                if vid == version_id:
+                    self.metrics.record_event(model, version_id, arm, now, "crash")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.runtime.close()
+        self.registry.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()

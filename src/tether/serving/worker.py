@@ -1,0 +1,86 @@
+"""A model instance: one verified version in its own process, answering on 127.0.0.1.
+
+    python -m tether.serving.worker --version VERSION_ID [--port 0] [--home DIR]
+
+Protocol: ``GET /health`` -> ``{"status": "ok", "version": ...}``; ``POST /predict`` with
+``{"records": [{...}, ...]}`` -> ``{"outputs": [{...}, ...]}``. When listening it prints
+``TETHER_WORKER_READY <port>`` on stdout; SIGTERM stops it gracefully. The database and blob store come from
+the usual settings (``TETHER_HOME``, ``TETHER_DATABASE_URL``, ...), which the runtime passes down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+import orjson
+import pandas as pd
+from aiohttp import web
+
+from tether.core import Settings, TetherError
+from tether.registry import LoadedModel, Registry
+
+
+def make_app(model: LoadedModel) -> web.Application:
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": model.version_id, "pid": os.getpid()})
+
+    async def predict(request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+            records = body["records"]
+            frame = pd.DataFrame.from_records(records)
+            out = model.predict(frame)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+            return web.json_response({"error": f"bad request: {e}"}, status=400)
+        except TetherError as e:
+            return web.json_response({"error": str(e)}, status=e.http_status)
+        except Exception as e:  # a model failure is the instance's 500, reported to the gateway
+            return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=500)
+        payload = b'{"outputs":' + out.to_json(orient="records").encode() + b"}"
+        return web.Response(body=payload, content_type="application/json")
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_get("/health", health)
+    app.router.add_post("/predict", predict)
+    return app
+
+
+async def serve(version: str, port: int, settings: Settings) -> None:
+    registry = Registry.open(settings)
+    model = registry.load(version)
+    registry.close()
+    runner = web.AppRunner(make_app(model), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(f"TETHER_WORKER_READY {bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    model.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="serve one tether model version on 127.0.0.1")
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--home", default=None)
+    args = parser.parse_args(argv)
+    settings = Settings(home=args.home) if args.home else Settings()
+    try:
+        asyncio.run(serve(args.version, args.port, settings))
+    except TetherError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
