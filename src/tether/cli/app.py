@@ -32,6 +32,12 @@ gate_app = typer.Typer(help="The evaluation gate: prove a candidate no worse tha
 app.add_typer(gate_app, name="gate")
 data_app = typer.Typer(help="Data snapshots (gold sets) outside a model registration.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+rollout_app = typer.Typer(
+    help="Progressive rollouts: canary steps on evidence, automatic rollback.", no_args_is_help=True
+)
+app.add_typer(rollout_app, name="rollout")
+keys_app = typer.Typer(help="API keys for the gateway (roles: client, viewer, deployer, admin).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 class State:
@@ -504,6 +510,288 @@ def _print_report(report: Any, as_json: bool) -> None:
         console.print(f"- {r}")
     for n in b.get("notes", []):
         console.print(f"[dim]note: {n}[/dim]")
+
+
+def controller() -> Any:
+    from tether.rollout.controller import Controller
+    from tether.serving.window import MetricStore
+
+    # The CLI has no traffic of its own: it changes state in the database, and 'tether serve' acts on it.
+    return Controller(registry(), MetricStore())
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without API keys (development).")] = False,
+    tick: Annotated[float, typer.Option(help="Seconds between rollout controller evaluations.")] = 5.0,
+) -> None:
+    """Run the gateway, one instance process per routed version, and the rollout controller.
+
+    Example: tether serve --port 8080
+    """
+    import asyncio
+
+    from tether.serving.server import Server
+
+    server = Server(settings(), host=host, port=port, auth=not no_auth, tick_seconds=tick)
+
+    async def run() -> None:
+        await server.start()
+        console.print(f"tether serving on {server.url} (auth {'off' if no_auth else 'on'}); Ctrl-C stops")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+@app.command()
+def deploy(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="The version to serve as champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "first deployment",
+    force: Annotated[bool, typer.Option(help="Without a PASS gate report (recorded).")] = False,
+) -> None:
+    """Make VERSION the champion and route all of NAME's traffic to it.
+
+    Example: tether deploy fraud fraud/1
+    """
+    with controller() as c:
+        vid = c.deploy(name, version, reason=reason, force=force)
+    console.print(f"{name}: 100% -> {short(vid)} (tether serve picks it up)")
+
+
+@rollout_app.command("start")
+def rollout_start(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    candidate: Annotated[str, typer.Option(help="The version to roll out.")],
+    plan: Annotated[Path | None, typer.Option(help="Rollout plan (YAML); see docs/rollout.md.")] = None,
+    force: Annotated[bool, typer.Option(help="Without a PASS gate report (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
+) -> None:
+    """Start a progressive rollout: canary steps (default 1, 5, 25, 100%) on evidence, rollback on harm.
+
+    Example: tether rollout start fraud --candidate fraud/2
+    """
+    from tether.rollout.plan import load_plan
+
+    with controller() as c:
+        ro = c.start(name, candidate, load_plan(plan), force=force, reason=reason)
+    console.print(
+        f"rollout {ro.id}: {short(ro.candidate_id)} at {ro.weight_bp / 100:g}% "
+        f"(steps {', '.join(f'{s:g}' for s in ro.plan.steps)}%)"
+    )
+
+
+@rollout_app.command("status")
+def rollout_status(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    url: Annotated[
+        str, typer.Option(help="The running 'tether serve', for live guardrails.")
+    ] = "http://127.0.0.1:8080",
+    key: Annotated[str | None, typer.Option(envvar="TETHER_API_KEY", help="A viewer key for --url.")] = None,
+    watch: Annotated[float, typer.Option(help="Refresh every this many seconds (0: once).")] = 0.0,
+) -> None:
+    """Weights, guardrail intervals and decisions of a model's latest rollout (live from the server).
+
+    Example: tether rollout status fraud --watch 2
+    """
+    import time
+
+    from rich.live import Live
+
+    def fetch() -> dict[str, Any]:
+        import urllib.request
+
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInputError(f"--url must be an http(s) URL, got {url!r}")
+        req = urllib.request.Request(  # noqa: S310 (scheme checked above)
+            f"{url}/v1/rollouts/{name}", headers={"Authorization": f"Bearer {key}"} if key else {}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 (scheme checked above)
+                return json.loads(resp.read())
+        except OSError:
+            from tether.serving.server import status_of
+
+            with controller() as c:
+                data = status_of(c, name, None)
+            data["offline"] = f"no server answered at {url}: showing the stored state without live metrics"
+            return data
+
+    if watch <= 0:
+        console.print(_rollout_view(fetch()))
+        return
+    with Live(_rollout_view(fetch()), console=console, refresh_per_second=4) as live:
+        while True:
+            time.sleep(watch)
+            live.update(_rollout_view(fetch()))
+
+
+def _rollout_view(data: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.text import Text
+
+    parts: list[Any] = []
+    if data.get("offline"):
+        parts.append(Text(data["offline"], style="dim"))
+    ro = data.get("rollout")
+    if ro is None:
+        parts.append(Text(f"{data['model']}: no rollout yet"))
+        return Group(*parts)
+    parts.append(
+        Text(
+            f"rollout {ro['id']} of {data['model']}: {ro['state'].upper()}  candidate "
+            f"{ro['candidate'][:12]} at {ro['weight_percent']:g}% (steps {ro['steps']})"
+        )
+    )
+    if data.get("guardrails"):
+        t = Table(
+            "guardrail", "candidate", "champion", "n", "difference interval", "allowed", "decision", box=box.SIMPLE_HEAD
+        )
+        for g, c in data["guardrails"].items():
+            t.add_row(
+                g,
+                f"{c['canary_rate']:.4f}",
+                f"{c['champion_rate']:.4f}",
+                f"{c['canary_n']}/{c['champion_n']}",
+                f"[{c['lower']:+.4f}, {c['upper']:+.4f}]",
+                f"<= {c['margin']:+.4f}",
+                c["decision"],
+            )
+        parts.append(t)
+    ev = Table("time", "event", "weight", "actor", "reason", box=box.SIMPLE_HEAD)
+    for e in data.get("events", []):
+        ev.add_row(e["at"][11:19], e["kind"], f"{e['from']:g}% -> {e['to']:g}%", e["actor"], e["reason"])
+    parts.append(ev)
+    return Group(*parts)
+
+
+def _manual(action: str, name: str, reason: str) -> None:
+    with controller() as c:
+        event = getattr(c, action)(name, reason=reason)
+    console.print(f"rollout {event.rollout_id}: {event.kind} ({event.from_bp / 100:g}% -> {event.to_bp / 100:g}%)")
+
+
+@rollout_app.command("promote")
+def rollout_promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")],
+) -> None:
+    """Advance to the next step now, whatever the evidence says (recorded with your reason).
+
+    Example: tether rollout promote fraud --reason "reviewed the dashboards"
+    """
+    _manual("promote", name, reason)
+
+
+@rollout_app.command("pause")
+def rollout_pause(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")],
+) -> None:
+    """Hold the rollout at its current weight.
+
+    Example: tether rollout pause fraud --reason "investigating"
+    """
+    _manual("pause", name, reason)
+
+
+@rollout_app.command("resume")
+def rollout_resume(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")],
+) -> None:
+    """Resume a paused rollout (the step's evidence window restarts).
+
+    Example: tether rollout resume fraud --reason "false alarm"
+    """
+    _manual("resume", name, reason)
+
+
+@rollout_app.command("abort")
+def rollout_abort(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")],
+) -> None:
+    """Send all traffic back to the champion (the candidate stays on shadow traffic for diagnosis).
+
+    Example: tether rollout abort fraud --reason "bad feedback"
+    """
+    _manual("abort", name, reason)
+
+
+@rollout_app.command("shadow")
+def rollout_shadow(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str | None, typer.Argument(help="Diagnostic version (omit to stop shadowing).")] = None,
+    percent: Annotated[float, typer.Option(help="Share of traffic copied.")] = 100.0,
+) -> None:
+    """Copy a share of live traffic to a diagnostic version; responses never change.
+
+    Example: tether rollout shadow fraud fraud/3 --percent 10
+    """
+    with controller() as c:
+        t = c.shadow(name, version, percent if version else 0)
+    console.print(f"{name}: shadow {'off' if not t.shadow else f'{t.shadow_bp / 100:g}% -> {short(t.shadow)}'}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who the key is for.")],
+    role: Annotated[str, typer.Option(help="client, viewer, deployer or admin.")] = "client",
+) -> None:
+    """Create an API key; it is shown once.
+
+    Example: tether keys create checkout-service --role client
+    """
+    from tether.serving.auth import create_key
+
+    with registry() as reg:
+        key, secret = create_key(reg.store.db, name, role, reg.clock.now())
+    console.print(f"key {key.id} ({key.role}) for {key.name}: {secret}")
+    console.print("[dim]store it now: only its hash is kept[/dim]")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never the secrets).
+
+    Example: tether keys list
+    """
+    from tether.serving.auth import list_keys
+
+    with registry() as reg:
+        rows = list_keys(reg.store.db)
+    t = Table("id", "name", "role", "created", "revoked", box=box.SIMPLE_HEAD)
+    for r in rows:
+        t.add_row(
+            str(r["id"]),
+            str(r["name"]),
+            str(r["role"]),
+            f"{r['created_at']:%Y-%m-%d}",
+            f"{r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "",
+        )
+    console.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id from 'tether keys list'.")]) -> None:
+    """Revoke an API key (the server stops accepting it within seconds).
+
+    Example: tether keys revoke 3f2a9c41d0e5
+    """
+    from tether.serving.auth import revoke_key
+
+    with registry() as reg:
+        revoke_key(reg.store.db, key_id, reg.clock.now())
+    console.print(f"revoked {key_id}")
 
 
 @app.command()

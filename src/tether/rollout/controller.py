@@ -78,6 +78,12 @@ class Controller:
         self.clock = clock or registry.clock or SystemClock()
         self.db = registry.store.db
 
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.registry.close()
+
     # -- deployment and starting -------------------------------------------------------------------------
     def deploy(self, model: str, ref: str, *, reason: str, force: bool = False, actor: str | None = None) -> str:
         """Make ``ref`` the champion and route all of the model's traffic to it (the first deployment)."""

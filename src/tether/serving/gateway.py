@@ -56,6 +56,7 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.ids = TraceIdGenerator(self.clock)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.max_body_bytes = max_body_bytes
         self.tables: dict[str, RoutingTable] = {}
         self.revisions: dict[str, int] = {}
         self.validators: dict[str, InputValidator] = {}
@@ -110,9 +111,9 @@ class Gateway:
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPRequestEntityTooLarge as e:
+        except web.HTTPRequestEntityTooLarge:
             self.rejected[(request.match_info.get("name", "-"), "too_large")] += 1
-            return _error(413, f"request body over the limit of {e.max_size} bytes; send smaller batches")
+            return _error(413, f"request body over the limit of {self.max_body_bytes} bytes; send smaller batches")
         except web.HTTPException:
             raise
 

@@ -29,6 +29,7 @@ class Instance:
     model_name: str = ""
     pid: int | None = None
     restarts: int = 0
+    crash_reported: bool = False
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
 
@@ -76,6 +77,7 @@ class LocalRuntime:
         self._wanted.add(version_id)
         if (inst := self.instance(version_id)) is not None:
             return inst
+        self._reap(version_id)
         task = self._starting.get(version_id)
         if task is None:
             task = asyncio.create_task(self._spawn(version_id))
@@ -126,22 +128,26 @@ class LocalRuntime:
             if text.startswith("TETHER_WORKER_READY "):
                 return int(text.split()[1])
 
+    def _reap(self, version_id: str) -> bool:
+        """Report a wanted instance that died (once), whoever notices first: the supervisor or a caller."""
+        inst = self._instances.get(version_id)
+        if inst is None or inst.process is None or inst.process.returncode is None or inst.crash_reported:
+            return False
+        inst.crash_reported = True
+        if version_id in self._wanted and self.on_crash is not None:
+            self.on_crash(version_id)
+        return True
+
     async def _supervise(self) -> None:
         backoff: dict[str, float] = {}
         while self._wanted:
             await asyncio.sleep(0.2)
             for vid in list(self._wanted):
-                inst = self._instances.get(vid)
-                if inst is None or inst.process is None or inst.process.returncode is None:
+                if not self._reap(vid) or vid in self._starting:
                     continue
-                if vid in self._starting:
-                    continue
-                if self.on_crash is not None:
-                    self.on_crash(vid)
+                restarts = self._instances[vid].restarts + 1
                 delay = min(self.max_backoff, backoff.get(vid, 0.5) * 2)
                 backoff[vid] = delay
-                restarts = inst.restarts + 1
-                del self._instances[vid]
 
                 async def restart(vid: str = vid, delay: float = delay, restarts: int = restarts) -> Instance:
                     await asyncio.sleep(delay)

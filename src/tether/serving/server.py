@@ -47,6 +47,7 @@ class Server:
         self.keys = KeyRing(self.registry.store.db) if auth else None
         self.gateway = Gateway(self.registry, self.metrics, self.runtime, keys=self.keys, clock=self.clock)
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
+        self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, asyncio.Task[object]] = {}
@@ -119,6 +120,15 @@ class Server:
             except Exception:
                 log.exception("controller tick failed")
 
+    async def rollout_status(self, request: web.Request) -> web.Response:
+        """The model's routing, its latest rollout and the live guardrail comparisons (role: viewer)."""
+        if self.keys is not None:
+            result = self.keys.check(request.headers.get("Authorization"), "read")
+            if isinstance(result, tuple):
+                return web.json_response({"error": result[1]}, status=result[0])
+        model = request.match_info["name"]
+        return web.json_response(status_of(self.controller, model, self.gateway.tables.get(model)))
+
     def _crashed(self, version_id: str) -> None:
         now = self.clock.now()
         for model, t in self.gateway.tables.items():
@@ -142,3 +152,38 @@ class Server:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+def status_of(controller: Controller, model: str, table: object | None) -> dict[str, object]:
+    """A JSON-ready view of a model's routing and latest rollout, with live comparisons when running."""
+    ro = controller.latest(model)
+    out: dict[str, object] = {"model": model, "routing": table.__dict__ if table is not None else None}
+    if ro is None:
+        return out
+    out["rollout"] = {
+        "id": ro.id,
+        "state": ro.state,
+        "candidate": ro.candidate_id,
+        "champion": ro.champion_id,
+        "step": ro.step_index,
+        "weight_percent": ro.weight_bp / 100,
+        "steps": ro.plan.steps,
+        "step_started_at": ro.step_started_at.isoformat(),
+        "forced": ro.forced,
+    }
+    if ro.state in ("running", "watching", "paused"):
+        comps, new, old = controller.evaluate(ro)
+        out["guardrails"] = {k: c.to_json() for k, c in comps.items()}
+        out["candidate"], out["champion"] = new.to_json(), old.to_json()
+    out["events"] = [
+        {
+            "at": e.at.isoformat(),
+            "kind": e.kind,
+            "from": e.from_bp / 100,
+            "to": e.to_bp / 100,
+            "reason": e.reason,
+            "actor": e.actor,
+        }
+        for e in controller.events(ro.id)
+    ]
+    return out
