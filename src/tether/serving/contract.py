@@ -48,6 +48,19 @@ def _type_check(kind: str) -> Check:
     return {"float": number, "integer": integer, "string": string, "boolean": boolean, "datetime": string}[kind]
 
 
+def _minimum(lo: float) -> Check:
+    return lambda v: None if v >= lo else f"below the minimum {lo}: {v!r}"
+
+
+def _maximum(hi: float) -> Check:
+    return lambda v: None if v <= hi else f"above the maximum {hi}: {v!r}"
+
+
+def _enum(allowed: frozenset[Any]) -> Check:
+    shown = sorted(map(str, allowed))
+    return lambda v: None if v in allowed else f"not one of {shown}: {v!r}"
+
+
 class InputValidator:
     """Checks records (dicts) against a tether input schema: types, required fields, ranges and enums."""
 
@@ -56,14 +69,11 @@ class InputValidator:
         for f in schema["fields"]:
             checks = [_type_check(f["type"])]
             if "minimum" in f:
-                lo = f["minimum"]
-                checks.append(lambda v, lo=lo: None if v >= lo else f"below the minimum {lo}: {v!r}")
+                checks.append(_minimum(f["minimum"]))
             if "maximum" in f:
-                hi = f["maximum"]
-                checks.append(lambda v, hi=hi: None if v <= hi else f"above the maximum {hi}: {v!r}")
+                checks.append(_maximum(f["maximum"]))
             if "enum" in f:
-                allowed = frozenset(f["enum"])
-                checks.append(lambda v, a=allowed: None if v in a else f"not one of {sorted(map(str, a))}: {v!r}")
+                checks.append(_enum(frozenset(f["enum"])))
             self.fields.append((f["name"], bool(f.get("required", True)), checks))
 
     def validate(self, records: list[Any]) -> list[Violation]:

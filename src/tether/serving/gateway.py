@@ -110,7 +110,8 @@ class Gateway:
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
         except web.HTTPRequestEntityTooLarge:
             self.rejected[(request.match_info.get("name", "-"), "too_large")] += 1
             return _error(413, f"request body over the limit of {self.max_body_bytes} bytes; send smaller batches")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from tether.core.errors import ExternalCommandError, NotFoundError
 from tether.core.settings import Settings
@@ -82,7 +83,7 @@ class LocalRuntime:
         if task is None:
             task = asyncio.create_task(self._spawn(version_id))
             self._starting[version_id] = task
-            task.add_done_callback(lambda _t: self._starting.pop(version_id, None))
+            task.add_done_callback(functools.partial(_forget, self._starting, version_id))
         return await asyncio.shield(task)
 
     async def _spawn(self, version_id: str, restarts: int = 0) -> Instance:
@@ -154,7 +155,7 @@ class LocalRuntime:
                     return await self._spawn(vid, restarts)
 
                 task = self._starting[vid] = asyncio.create_task(restart())
-                task.add_done_callback(lambda _t, vid=vid: self._starting.pop(vid, None))
+                task.add_done_callback(functools.partial(_forget, self._starting, vid))
 
     async def stop(self, version_id: str) -> None:
         self._wanted.discard(version_id)
@@ -178,6 +179,10 @@ class LocalRuntime:
 
     def running(self) -> list[Instance]:
         return [i for v in self._instances if (i := self.instance(v)) is not None]
+
+
+def _forget(mapping: dict[str, Any], key: str, _task: object) -> None:
+    mapping.pop(key, None)
 
 
 class UrlRuntime:

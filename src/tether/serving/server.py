@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -50,7 +52,7 @@ class Server:
         self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: dict[str, asyncio.Task[object]] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
         self._stopping: dict[str, asyncio.Future[None]] = {}
 
     @property
@@ -73,16 +75,16 @@ class Server:
         wanted = {v for t in self.gateway.tables.values() for v in (t.champion, t.canary, t.shadow) if v}
         for vid in wanted:
             if self.runtime.instance(vid) is None and vid not in self._pending:
-                task = asyncio.ensure_future(self.runtime.ensure(vid))
+                task: asyncio.Future[Any] = asyncio.ensure_future(self.runtime.ensure(vid))
                 self._pending[vid] = task
-                task.add_done_callback(lambda t, vid=vid: self._started(vid, t))
+                task.add_done_callback(functools.partial(self._started, vid))
         for inst in self.runtime.running():
             if inst.version_id not in wanted and inst.version_id not in self._stopping:
-                task = asyncio.ensure_future(self.runtime.stop(inst.version_id))
-                self._stopping[inst.version_id] = task
-                task.add_done_callback(lambda _t, vid=inst.version_id: self._stopping.pop(vid, None))
+                stopping: asyncio.Future[None] = asyncio.ensure_future(self.runtime.stop(inst.version_id))
+                self._stopping[inst.version_id] = stopping
+                stopping.add_done_callback(functools.partial(_discard, self._stopping, inst.version_id))
 
-    def _started(self, vid: str, task: asyncio.Task[object]) -> None:
+    def _started(self, vid: str, task: asyncio.Future[Any]) -> None:
         self._pending.pop(vid, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("instance for %s failed to start: %s", vid[:12], task.exception())
@@ -152,6 +154,10 @@ class Server:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+def _discard(mapping: dict[str, Any], key: str, _future: object) -> None:
+    mapping.pop(key, None)
 
 
 def status_of(controller: Controller, model: str, table: object | None) -> dict[str, object]:
