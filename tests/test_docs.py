@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_cli_command_is_documented():
-    from tether.cli.app import alias_app, app
+    from tether.cli.app import app
 
     text = (ROOT / "docs" / "cli.md").read_text()
     for c in app.registered_commands:
         assert f"## `tether {c.name or c.callback.__name__}" in text
-    for c in alias_app.registered_commands:
-        assert f"## `tether alias {c.name}" in text
+    for group in app.registered_groups:
+        for c in group.typer_instance.registered_commands:
+            assert f"## `tether {group.name} {c.name}" in text, f"tether {group.name} {c.name}"
 
 
 def test_readme_opens_with_the_two_commands():

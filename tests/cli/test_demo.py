@@ -13,5 +13,7 @@ def test_demo_runs_start_to_end(tmp_path, capsys, monkeypatch):
     assert "gate fraud/2 vs fraud/1: PASS" in out
     assert "gate fraud/3 vs fraud/1: FAIL" in out and "country=BR" in out
     assert "matches the registered one" in out
+    assert "-> completed; champion is now fraud/5" in out
+    assert "-> rolled_back" in out and "latency_p99" in out
     assert "refused:" in out and "refused by the database" in out
     assert ": bug" not in out

@@ -34,7 +34,20 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "tether demo",
     "GIT_COMMITTER_EMAIL": "demo@tether.invalid",
 }
-EXAMPLE_FILES = ("generate.py", "train.py", "gate.yaml", ".gitignore", "README.md")
+EXAMPLE_FILES = ("generate.py", "train.py", "gate.yaml", "latency_wrapper.py", ".gitignore", "README.md")
+#: Compressed time for the demo: seconds instead of minutes, tens of requests instead of thousands.
+DEMO_PLAN = {
+    "steps": [5, 25, 100],
+    "bake_seconds": 2,
+    "min_samples": 60,
+    "max_step_seconds": 60,
+    "watch_seconds": 3,
+    "guardrails": {
+        "error_rate": {"margin": 0.1},
+        "schema_violation_rate": {"margin": 0.1},
+        "latency_p99": {"tolerance": 0.5, "margin": 0.2},
+    },
+}
 TRAIN = "{python} train.py --data {data} --weights {weights} --metrics {metrics}"
 
 
@@ -237,11 +250,117 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
                 f"{str(getattr(e, 'orig', e)).splitlines()[0]}"
             )
 
+        _step("7. Serve it: a gateway, one process per version, and progressive rollouts")
+        _serve_and_roll_out(reg, project, settings)
+
     _step("Next")
     console.print("  (run these with the virtual environment active: source .venv/bin/activate)")
     h = f"--home {store_home}"
+    console.print(f"  tether {h} serve --no-auth     # then, in another terminal:")
+    console.print(f"  tether {h} rollout status fraud --watch 2")
     console.print(f"  tether {h} versions fraud")
     console.print(f"  tether {h} gate list fraud")
     console.print(f"  tether {h} gate show <report> --html report.html")
     console.print(f"  tether {h} alias history fraud")
     console.print(f"  tether {h} reproduce fraud/1 {root / 'fraud-1'} --retrain")
+
+
+def _serve_and_roll_out(reg: Registry, project: Path, settings: Settings) -> None:
+    import asyncio
+    import logging
+
+    from tether.rollout.controller import Controller
+    from tether.rollout.plan import Plan
+    from tether.serving.server import Server
+    from tether.serving.window import MetricStore
+
+    logging.getLogger("tether.serve").setLevel(logging.ERROR)  # the demo prints the rollout events itself
+    plan = Plan.model_validate(DEMO_PLAN)
+    champion = reg.get("fraud@champion")
+    Controller(reg, MetricStore()).deploy("fraud", champion.ref, reason="serve the champion")
+    console.print(f"  deployed {champion.ref}: 100% of fraud's traffic")
+    # A candidate with the champion's exact weights, 200 ms slower per request: offline it is identical.
+    slow_dir = project / "model" / "slow"
+    slow_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(project / "model" / f"v{champion.number}.pkl", slow_dir / "model.pkl")
+    (slow_dir / "delay.json").write_text(json.dumps({"seconds": 0.2}))
+    slow = reg.register(
+        "fraud",
+        code=project,
+        data=project / "data/transactions.parquet",
+        weights=slow_dir,
+        flavor="python",
+        target="is_fraud",
+        exclude=["gender"],
+        flavor_options={"entry_point": "latency_wrapper:load"},
+        params={"delay_seconds": 0.06},
+    )
+    _train(project, "v5", "--max-iter", "220", "--learning-rate", "0.06")
+    good = _register(
+        reg,
+        project,
+        "v5",
+        {"max_iter": 220, "learning_rate": 0.06, "seed": 7},
+        "--max-iter",
+        "220",
+        "--learning-rate",
+        "0.06",
+    )
+    records = pd.read_parquet(project / "data/gold.parquet").drop(columns=["is_fraud", "gender"]).head(300)
+    rows = records.to_dict("records")
+
+    async def roll(candidate: ModelVersion) -> str:
+        server = Server(settings, port=0, auth=False, tick_seconds=0.5)
+        await server.start()
+        try:
+            await server.wait_ready()
+            server.controller.start("fraud", candidate.ref, plan, force=False)
+            await server.wait_ready()
+            return await _traffic(server, rows)
+        finally:
+            await server.stop()
+
+    for candidate, label in (
+        (good, "a retrained candidate"),
+        (slow, "the champion's weights, 200 ms slower per request"),
+    ):
+        verdict = _gate(reg, project, candidate)
+        if verdict != "PASS":
+            console.print(f"  {candidate.ref} did not pass the gate: no rollout")
+            continue
+        console.print(f"  rollout of {candidate.ref} ({label}), plan {plan.steps}% with compressed bake times")
+        state = asyncio.run(roll(candidate))
+        ctrl = Controller(reg, MetricStore())
+        ro = ctrl.latest("fraud")
+        for e in ctrl.events(ro.id):
+            console.print(f"    {e.kind:<9} {e.from_bp / 100:>5g}% -> {e.to_bp / 100:<5g}% {e.reason[:110]}")
+        color = "green" if state == "completed" else "red"
+        console.print(f"  -> [bold {color}]{state}[/]; champion is now {reg.get('fraud@champion').ref}")
+
+
+async def _traffic(server: Any, rows: list[dict[str, Any]], seconds: float = 90.0) -> str:
+    """A bounded load generator: 8 connections, one record per request, until the rollout ends."""
+    import asyncio
+    import time
+
+    import aiohttp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    deadline = time.monotonic() + seconds
+    state = ["running"]
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline and state[0] in ("running", "watching"):
+            body = {"records": [rows[int(rng.integers(len(rows)))]], "entity_key": f"c{rng.integers(10**6)}"}
+            async with session.post(f"{server.url}/v1/models/fraud/predict", json=body) as r:
+                await r.read()
+
+    async def watch() -> None:
+        while time.monotonic() < deadline and state[0] in ("running", "watching"):
+            await asyncio.sleep(0.25)
+            state[0] = server.controller.latest("fraud").state
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(watch(), *[worker(session) for _ in range(8)])
+    return state[0]
