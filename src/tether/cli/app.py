@@ -36,6 +36,10 @@ rollout_app = typer.Typer(
     help="Progressive rollouts: canary steps on evidence, automatic rollback.", no_args_is_help=True
 )
 app.add_typer(rollout_app, name="rollout")
+endpoint_app = typer.Typer(
+    help="Versions served by external endpoints (KServe, Triton, vLLM, ...).", no_args_is_help=True
+)
+app.add_typer(endpoint_app, name="endpoint")
 keys_app = typer.Typer(help="API keys for the gateway (roles: client, viewer, deployer, admin).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -740,6 +744,46 @@ def rollout_shadow(
     with controller() as c:
         t = c.shadow(name, version, percent if version else 0)
     console.print(f"{name}: shadow {'off' if not t.shadow else f'{t.shadow_bp / 100:g}% -> {short(t.shadow)}'}")
+
+
+@endpoint_app.command("set")
+def endpoint_set(
+    version: Annotated[str, typer.Argument(help="The version served there.")],
+    url: Annotated[str, typer.Argument(help="Base URL, e.g. http://kserve.internal/.")],
+    protocol: Annotated[str, typer.Option(help="tether or kserve-v2.")] = "tether",
+    model_name: Annotated[str | None, typer.Option(help="The model's name at the endpoint (kserve-v2).")] = None,
+) -> None:
+    """Serve VERSION from an external endpoint instead of a local process.
+
+    Example: tether endpoint set fraud/2 http://127.0.0.1:9000 --protocol kserve-v2 --model-name fraud
+    """
+    from tether.serving import table as routing_table
+    from tether.serving.runtime import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise InvalidInputError(f"unknown protocol {protocol!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInputError(f"the endpoint must be an http(s) URL, got {url!r}")
+    with registry() as reg:
+        mv = reg.get(version)
+        with reg.store.db.begin() as conn:
+            routing_table.write_endpoint(conn, mv.id, url, protocol, model_name or mv.name, reg.clock.now())
+    console.print(f"{mv.ref} -> {url} ({protocol})")
+
+
+@endpoint_app.command("remove")
+def endpoint_remove(version: Annotated[str, typer.Argument(help="The version.")]) -> None:
+    """Serve VERSION from a local process again.
+
+    Example: tether endpoint remove fraud/2
+    """
+    from tether.serving import table as routing_table
+
+    with registry() as reg:
+        mv = reg.get(version)
+        with reg.store.db.begin() as conn:
+            removed = routing_table.remove_endpoint(conn, mv.id)
+    console.print(f"{mv.ref}: {'local process' if removed else 'had no endpoint'}")
 
 
 @keys_app.command("create")

@@ -185,14 +185,24 @@ def _forget(mapping: dict[str, Any], key: str, _task: object) -> None:
     mapping.pop(key, None)
 
 
+PROTOCOLS = ("tether", "kserve-v2")
+
+
 class UrlRuntime:
     """Versions served elsewhere (KServe, vLLM, Triton, another tether worker), named by URL."""
 
-    def __init__(self, endpoints: dict[str, tuple[str, str, str]]) -> None:
-        """``endpoints`` maps a version id to (url, protocol, model name at the endpoint)."""
+    def __init__(self, endpoints: dict[str, tuple[str, str, str]] | None = None) -> None:
+        self._instances: dict[str, Instance] = {}
+        self.update(endpoints or {})
+
+    def update(self, endpoints: dict[str, tuple[str, str, str]]) -> None:
+        """Replace the endpoints: version id -> (url, protocol, model name at the endpoint)."""
         self._instances = {
             vid: Instance(vid, url.rstrip("/"), protocol, name) for vid, (url, protocol, name) in endpoints.items()
         }
+
+    def has(self, version_id: str) -> bool:
+        return version_id in self._instances
 
     def instance(self, version_id: str) -> Instance | None:
         return self._instances.get(version_id)
@@ -208,3 +218,29 @@ class UrlRuntime:
 
     async def close(self) -> None:
         return None
+
+
+class CompositeRuntime:
+    """A version with a configured endpoint is served there; every other version by a local process."""
+
+    def __init__(self, local: LocalRuntime, remote: UrlRuntime) -> None:
+        self.local = local
+        self.remote = remote
+
+    def _pick(self, version_id: str) -> Runtime:
+        return self.remote if self.remote.has(version_id) else self.local
+
+    def instance(self, version_id: str) -> Instance | None:
+        return self._pick(version_id).instance(version_id)
+
+    async def ensure(self, version_id: str) -> Instance:
+        return await self._pick(version_id).ensure(version_id)
+
+    async def stop(self, version_id: str) -> None:
+        await self._pick(version_id).stop(version_id)
+
+    async def close(self) -> None:
+        await self.local.close()
+
+    def running(self) -> list[Instance]:
+        return self.local.running()

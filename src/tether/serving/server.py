@@ -19,9 +19,10 @@ from tether.core.clock import Clock, SystemClock
 from tether.core.settings import Settings
 from tether.registry import Registry
 from tether.rollout.controller import Controller
+from tether.serving import table as routing_table
 from tether.serving.auth import KeyRing
 from tether.serving.gateway import Gateway
-from tether.serving.runtime import LocalRuntime
+from tether.serving.runtime import CompositeRuntime, LocalRuntime, UrlRuntime
 from tether.serving.window import MetricStore
 
 log = logging.getLogger("tether.serve")
@@ -45,7 +46,7 @@ class Server:
         self.clock = clock or SystemClock()
         self.registry = Registry.open(settings, clock=self.clock)
         self.metrics = MetricStore()
-        self.runtime = LocalRuntime(settings, on_crash=self._crashed)
+        self.runtime = CompositeRuntime(LocalRuntime(settings, on_crash=self._crashed), UrlRuntime())
         self.keys = KeyRing(self.registry.store.db) if auth else None
         self.gateway = Gateway(self.registry, self.metrics, self.runtime, keys=self.keys, clock=self.clock)
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
@@ -72,6 +73,8 @@ class Server:
 
     def refresh(self) -> None:
         self.gateway.refresh_routing()
+        with self.registry.store.db.connect() as conn:
+            self.runtime.remote.update(routing_table.read_endpoints(conn))
         wanted = {v for t in self.gateway.tables.values() for v in (t.champion, t.canary, t.shadow) if v}
         for vid in wanted:
             if self.runtime.instance(vid) is None and vid not in self._pending:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from tether.serving.routing import RoutingTable
-from tether.store.tables import routing
+from tether.store.tables import endpoints, routing
 
 
 def read(conn: Connection, model: str) -> tuple[RoutingTable, int] | None:
@@ -50,3 +50,22 @@ def _table(row: object) -> RoutingTable:
         shadow=r["shadow_id"],
         shadow_bp=r["shadow_bp"],
     )
+
+
+def read_endpoints(conn: Connection) -> dict[str, tuple[str, str, str]]:
+    """Version id -> (url, protocol, model name) for versions served by external endpoints."""
+    rows = conn.execute(select(endpoints)).mappings()
+    return {r["version_id"]: (r["url"], r["protocol"], r["model_name"]) for r in rows}
+
+
+def write_endpoint(conn: Connection, version_id: str, url: str, protocol: str, model_name: str, at: datetime) -> None:
+    conn.execute(delete(endpoints).where(endpoints.c.version_id == version_id))
+    conn.execute(
+        insert(endpoints).values(
+            version_id=version_id, url=url, protocol=protocol, model_name=model_name, updated_at=at
+        )
+    )
+
+
+def remove_endpoint(conn: Connection, version_id: str) -> bool:
+    return bool(conn.execute(delete(endpoints).where(endpoints.c.version_id == version_id)).rowcount)

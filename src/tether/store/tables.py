@@ -206,6 +206,16 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime),
 )
 
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("version_id", DIGEST, ForeignKey("model_versions.id"), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("protocol", String(20), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 #: Tables whose rows can never change once written; enforced by database triggers (migrations 0001-0003).
 IMMUTABLE_TABLES = (
     "code_refs",
