@@ -204,7 +204,7 @@ def test_a_good_candidate_goes_from_10_to_100_percent(settings, served):
 
 def test_a_slow_candidate_is_rolled_back(settings, served, project):
     reg, v1, v2, records = served
-    slow = _slow_version(reg, project, 0.25)
+    slow = _slow_version(reg, project, 0.6)
     sent, ro = _rollout(settings, reg, slow, records)
     last = Controller(reg, MetricStore()).events(ro.id)[-1]
     assert ro.state == "rolled_back" and "latency_p99" in last.reason, last.reason

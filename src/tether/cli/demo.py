@@ -279,11 +279,11 @@ def _serve_and_roll_out(reg: Registry, project: Path, settings: Settings) -> Non
     champion = reg.get("fraud@champion")
     Controller(reg, MetricStore()).deploy("fraud", champion.ref, reason="serve the champion")
     console.print(f"  deployed {champion.ref}: 100% of fraud's traffic")
-    # A candidate with the champion's exact weights, 200 ms slower per request: offline it is identical.
+    # A candidate with the champion's exact weights, 400 ms slower per request: offline it is identical.
     slow_dir = project / "model" / "slow"
     slow_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(project / "model" / f"v{champion.number}.pkl", slow_dir / "model.pkl")
-    (slow_dir / "delay.json").write_text(json.dumps({"seconds": 0.2}))
+    (slow_dir / "delay.json").write_text(json.dumps({"seconds": 0.4}))
     slow = reg.register(
         "fraud",
         code=project,
@@ -322,7 +322,7 @@ def _serve_and_roll_out(reg: Registry, project: Path, settings: Settings) -> Non
 
     for candidate, label in (
         (good, "a retrained candidate"),
-        (slow, "the champion's weights, 200 ms slower per request"),
+        (slow, "the champion's weights, 400 ms slower per request"),
     ):
         verdict = _gate(reg, project, candidate)
         if verdict != "PASS":

@@ -62,7 +62,7 @@ class Gateway:
         self.validators: dict[str, InputValidator] = {}
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.shadow_tasks: set[asyncio.Task[None]] = set()
-        self._traces: OrderedDict[str, tuple[str, str, str, datetime, list[Any]]] = OrderedDict()
+        self._traces: OrderedDict[str, tuple[str, str, str, datetime, bytes]] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
         self.app.router.add_post("/v1/models/{name}/predict", self.predict)
@@ -138,8 +138,9 @@ class Gateway:
         if table is None:
             self.rejected[(model, "unknown_model")] += 1
             return _error(404, f"unknown model {model!r}; deployed: {sorted(self.tables)}", trace)
+        raw = await request.read()
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             self.rejected[(model, "malformed_json")] += 1
             return _error(400, f"malformed JSON: {e}", trace)
@@ -163,7 +164,8 @@ class Gateway:
                 version=route.version_id,
                 extra={"violations": shown},
             )
-        payload = orjson.dumps({"records": records})
+        # The instance reads only "records": the body goes on as it came, with no re-encoding (bench/gateway.py).
+        payload = raw
         status, result, error = await self._forward(route.version_id, payload, model)
         latency = time.perf_counter() - started
         self.metrics.record_request(
@@ -175,17 +177,17 @@ class Gateway:
             task.add_done_callback(self.shadow_tasks.discard)
         if error is not None:
             return _error(status, str(result), trace, version=route.version_id)
-        outputs = result["outputs"]
-        self._remember(trace, model, route.version_id, route.arm, now, outputs)
-        body_out = orjson.dumps({"trace_id": trace, "version": route.version_id, "outputs": outputs})
+        self._remember(trace, model, route.version_id, route.arm, now, result)
+        # Splice the instance's {"outputs": [...]} into the answer instead of decoding and re-encoding it.
+        head = b'{"trace_id":"' + trace.encode() + b'","version":"' + route.version_id.encode() + b'",'
         return web.Response(
-            body=body_out,
+            body=head + result[1:],
             content_type="application/json",
             headers={"X-Tether-Trace": trace, "X-Tether-Version": route.version_id},
         )
 
     async def _forward(self, version_id: str, payload: bytes, model: str) -> tuple[int, Any, str | None]:
-        """(status, parsed body or message, error kind or None)."""
+        """(status, the instance's ``{"outputs": [...]}`` as JSON bytes or an error message, error kind or None)."""
         inst = self.runtime.instance(version_id)
         if inst is None:
             return 503, f"no running instance for version {version_id[:12]}… (starting or crashed)", "unavailable"
@@ -199,7 +201,9 @@ class Gateway:
                         f"instance {version_id[:12]}… answered {resp.status}: {raw[:300].decode(errors='replace')}",
                         "backend_status",
                     )
-                return 200, _response_from(inst, orjson.loads(raw)), None
+                if not raw.startswith(b'{"outputs":'):
+                    raw = orjson.dumps(_response_from(inst, orjson.loads(raw)))
+                return 200, raw, None
         except TimeoutError:
             return 504, f"instance {version_id[:12]}… did not answer within {self.timeout.total} s", "timeout"
         except aiohttp.ClientError as e:
@@ -215,9 +219,9 @@ class Gateway:
             model, version_id, "shadow", at, latency=time.perf_counter() - started, records=0, error=error
         )
 
-    def _remember(self, trace: str, model: str, version: str, arm: str, at: datetime, outputs: list[Any]) -> None:
-        decisions = [o.get("prediction") if isinstance(o, dict) else None for o in outputs]
-        self._traces[trace] = (model, version, arm, at, decisions)
+    def _remember(self, trace: str, model: str, version: str, arm: str, at: datetime, outputs: bytes) -> None:
+        # The raw answer is kept and decoded only if feedback arrives (most predictions never get a label).
+        self._traces[trace] = (model, version, arm, at, outputs)
         while len(self._traces) > TRACE_MEMORY:
             self._traces.popitem(last=False)
 
@@ -232,7 +236,8 @@ class Gateway:
         known = self._traces.get(trace)
         if known is None:
             return _error(404, f"unknown or expired trace id {trace!r} (the gateway keeps the last {TRACE_MEMORY})")
-        model, version, arm, at, decisions = known
+        model, version, arm, at, raw = known
+        decisions = [o.get("prediction") if isinstance(o, dict) else None for o in orjson.loads(raw)["outputs"]]
         if not isinstance(labels, list) or len(labels) != len(decisions):
             return _error(422, f"trace {trace} has {len(decisions)} predictions; send as many labels")
         self.metrics.record_labels(
