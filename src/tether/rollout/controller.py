@@ -360,19 +360,18 @@ class Controller:
                 actor,
             )
 
+    @staticmethod
+    def _back_to_champion(conn: Connection, ro: Rollout, now: datetime) -> None:
+        """All traffic to the (old) champion; the candidate stays on diagnosis shadow traffic."""
+        table = RoutingTable(
+            ro.model, champion=ro.champion_id, shadow=ro.candidate_id, shadow_bp=round(ro.plan.diagnosis_shadow * 100)
+        )
+        routing_table.write(conn, table, now)
+
     def _rollback(self, ro: Rollout, kind: str, reason: str, evidence: dict[str, Any], actor: str) -> Event:
         now = self.clock.now()
         with self.db.begin() as conn:
-            routing_table.write(
-                conn,
-                RoutingTable(
-                    ro.model,
-                    champion=ro.champion_id,
-                    shadow=ro.candidate_id,
-                    shadow_bp=round(ro.plan.diagnosis_shadow * 100),
-                ),
-                now,
-            )
+            self._back_to_champion(conn, ro, now)
             state = "aborted" if kind == "abort" else "rolled_back"
             return self._transition(conn, ro, state, kind, ro.weight_bp, 0, reason, evidence, actor)
 
@@ -387,16 +386,7 @@ class Controller:
         )
         now = self.clock.now()
         with self.db.begin() as conn:
-            routing_table.write(
-                conn,
-                RoutingTable(
-                    ro.model,
-                    champion=ro.champion_id,
-                    shadow=ro.candidate_id,
-                    shadow_bp=round(ro.plan.diagnosis_shadow * 100),
-                ),
-                now,
-            )
+            self._back_to_champion(conn, ro, now)
             return self._transition(conn, ro, "reverted", "revert", FULL, 0, reason, evidence, actor)
 
     def _set_state(
