@@ -82,3 +82,22 @@ def test_sketch_batch_update_equals_single_updates():
     for v in values:
         b.add(v)
     assert a.buckets == b.buckets and a.zeros == b.zeros == 1
+
+
+def test_windows_merge_slices_and_report_business_metrics():
+    from datetime import UTC, datetime, timedelta
+
+    from tether.serving.window import MetricStore
+
+    m = MetricStore()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    m.record_request("fraud", "v1", "canary", t0, latency=0.01, records=2)
+    m.record_request("fraud", "v1", "canary", t0 + timedelta(seconds=30), latency=0.02, records=2, error="timeout")
+    m.record_labels("fraud", "v1", "canary", t0, [1, 1, 0, 0], [1, 0, 0, 0])
+    whole = m.tally("fraud", "v1", "canary", t0)
+    assert (whole.requests, whole.error_count, whole.records) == (2, 1, 4)
+    report = whole.to_json()
+    assert report["precision"] == 0.5 and report["false_positive_rate"] == pytest.approx(1 / 3)
+    assert report["label_coverage"] == 1.0
+    assert m.tally("fraud", "v1", "canary", t0 + timedelta(seconds=20)).requests == 1
+    assert m.tally("fraud", "v1", "champion", t0).requests == 0

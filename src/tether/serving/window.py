@@ -68,6 +68,12 @@ class Tally:
             "label_coverage": self.label_coverage,
             "false_positives": self.false_positives,
             "labelled_negatives": self.labelled_negatives,
+            "false_positive_rate": self.false_positives / self.labelled_negatives if self.labelled_negatives else None,
+            "precision": (
+                self.true_positives / (self.true_positives + self.false_positives)
+                if self.true_positives + self.false_positives
+                else None
+            ),
         }
 
 
