@@ -142,7 +142,10 @@ def test_shadow_traffic_never_changes_a_response(settings, served):
             async with s.post(f"{server.url}/v1/models/fraud/predict", json={"records": [rec]}) as r:
                 assert r.headers["X-Tether-Version"] == v1.id
                 direct.append((await r.json())["outputs"][0])
-        await asyncio.sleep(0.5)
+        for _ in range(300):  # shadow copies are fire-and-forget: wait (bounded) for the last ones to land
+            if not server.gateway.shadow_tasks:
+                break
+            await asyncio.sleep(0.1)
         return direct, server.metrics.tally("fraud", v2.id, "shadow", reg.clock.now().replace(year=2000))
 
     outputs, shadow = _run(_with_server(settings, body, auth=False))
