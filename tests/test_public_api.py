@@ -11,6 +11,11 @@ PACKAGES = [
     "tether.store",
     "tether.registry",
     "tether.registry.flavors",
+    "tether.gate",
+    "tether.monitor",
+    "tether.serving",
+    "tether.rollout",
+    "tether.api",
     "tether.cli",
 ]
 

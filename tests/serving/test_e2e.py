@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from tests.conftest import git
+from tether.api.server import Server
 from tether.registry import Registry
 from tether.rollout.controller import Controller
 from tether.rollout.plan import Plan
 from tether.serving.auth import create_key
-from tether.serving.server import Server
 from tether.serving.window import MetricStore
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import pytest
 from aiohttp import web
 
 from tests.cli.test_cli import tether  # noqa: F401  (fixture)
+from tether.api.server import Server
 from tether.registry import Registry
 from tether.rollout.controller import Controller
-from tether.serving.server import Server
 from tether.serving.window import MetricStore
 
 

@@ -537,7 +537,7 @@ def serve(
     """
     import asyncio
 
-    from tether.serving.server import Server
+    from tether.api.server import Server
 
     server = Server(settings(), host=host, port=port, auth=not no_auth, tick_seconds=tick)
 
@@ -622,7 +622,7 @@ def rollout_status(
             with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 (scheme checked above)
                 return json.loads(resp.read())
         except OSError:
-            from tether.serving.server import status_of
+            from tether.api.server import status_of
 
             with controller() as c:
                 data = status_of(c, name, None)

@@ -269,9 +269,9 @@ def _serve_and_roll_out(reg: Registry, project: Path, settings: Settings) -> Non
     import asyncio
     import logging
 
+    from tether.api.server import Server
     from tether.rollout.controller import Controller
     from tether.rollout.plan import Plan
-    from tether.serving.server import Server
     from tether.serving.window import MetricStore
 
     logging.getLogger("tether.serve").setLevel(logging.ERROR)  # the demo prints the rollout events itself
