@@ -140,25 +140,42 @@ class Evaluation:
     def _bounds(
         self, ms: MetricSpec, higher: bool, samples: np.ndarray, value: float, scope: str, rows: int, method: str
     ) -> None:
-        # A floor must be shown met from below (samples above it); a ceiling from above.
-        for bound, above in ((ms.floor, True), (ms.ceiling, False)):
-            if bound is None:
-                continue
-            at_least, at_most = bs.p_at_least(samples, bound), bs.p_at_most(samples, bound)
-            self.results.append(
-                TestResult(
-                    "bound",
-                    ms.name,
-                    scope,
-                    method,
-                    value,
-                    interval=bs.percentile_interval(samples, self.level),
-                    allowed=f"{'floor' if above else 'ceiling'} {bound}",
-                    p_harm=at_least if above else at_most,
-                    p_ok=at_most if above else at_least,
-                    rows=rows,
-                )
+        if ms.floor is not None:
+            self._bound("bound", ms.name, scope, method, value, samples, ms.floor, True, f"floor {ms.floor}", rows)
+        if ms.ceiling is not None:
+            self._bound(
+                "bound", ms.name, scope, method, value, samples, ms.ceiling, False, f"ceiling {ms.ceiling}", rows
             )
+
+    def _bound(
+        self,
+        kind: str,
+        name: str,
+        scope: str,
+        method: str,
+        value: float,
+        samples: np.ndarray,
+        bound: float,
+        floor: bool,
+        allowed: str,
+        rows: int,
+    ) -> None:
+        """An absolute bound on bootstrap samples: a floor is shown met from below, a ceiling from above."""
+        at_least, at_most = bs.p_at_least(samples, bound), bs.p_at_most(samples, bound)
+        self.results.append(
+            TestResult(
+                kind,
+                name,
+                scope,
+                method,
+                value,
+                interval=bs.percentile_interval(samples, self.level),
+                allowed=allowed,
+                p_harm=at_least if floor else at_most,
+                p_ok=at_most if floor else at_least,
+                rows=rows,
+            )
+        )
 
     # -- binary ----------------------------------------------------------------------------------------
     def _decisions(self, ms: MetricSpec) -> tuple[np.ndarray, np.ndarray | None]:
@@ -349,19 +366,8 @@ class Evaluation:
         method = f"paired bootstrap, {self.B} resamples"
         scope = f"{fs.attribute} ({G} groups)"
         if fs.max is not None:
-            self.results.append(
-                TestResult(
-                    "fairness",
-                    fs.metric,
-                    scope,
-                    method,
-                    cand_v,
-                    interval=bs.percentile_interval(cand_s, self.level),
-                    allowed=f"at most {fs.max}",
-                    p_harm=bs.p_at_most(cand_s, fs.max),
-                    p_ok=bs.p_at_least(cand_s, fs.max),
-                    rows=int(use.sum()),
-                )
+            self._bound(
+                "fairness", fs.metric, scope, method, cand_v, cand_s, fs.max, False, f"at most {fs.max}", int(use.sum())
             )
         if fs.margin is not None and self.champ is not None:
             champ_s, champ_v = diff_fn(boot, True), float(diff_fn(base, True))
