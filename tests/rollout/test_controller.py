@@ -34,18 +34,21 @@ class Behaviour:
     latency: float = 0.02  # median seconds
     fpr: float = 0.03
     schema: float = 0.0
+    #: Seconds of queueing per unit of traffic share, on top of the service time (0: no service times reported).
+    queue: float = 0.0
 
 
-def _traffic(metrics, model, version, arm, at, n, b, rng):
+def _traffic(metrics, model, version, arm, at, n, b, rng, share=0.0):
     if n == 0:
         return
-    lat = rng.lognormal(np.log(b.latency), 0.3, n)
+    service = rng.lognormal(np.log(b.latency), 0.3, n)
     metrics.record_batch(
         model,
         version,
         arm,
         at,
-        latencies=lat,
+        latencies=service + b.queue * share * rng.exponential(1.0, n) if b.queue else service,
+        services=service if b.queue else None,
         records=n,
         errors={"5xx": int(rng.binomial(n, b.error))},
         schema_violations=int(rng.binomial(n, b.schema)),
@@ -84,7 +87,7 @@ def simulate(
             (table.champion, cand_b if table.champion == candidate[0] else champion, "champion", n - n_c),
         ):
             if version:
-                _traffic(metrics, model, version, arm, now, count, b, rng)
+                _traffic(metrics, model, version, arm, now, count, b, rng, share=count / n)
         if table.shadow:
             n_s = int(rng.binomial(n, table.shadow_bp / 10_000))
             _traffic(
@@ -170,6 +173,26 @@ def test_a_bad_canary_is_rolled_back_within_a_bounded_number_of_requests(setup, 
         table, _ = routing_table.read(conn, "fraud")
     assert table.canary is None and table.champion == v1.id and table.shadow == v2.id  # kept for diagnosis
     assert reg.get("fraud@champion").id == v1.id
+
+
+@pytest.mark.parametrize(("service", "outcome"), [(0.02, "completed"), (0.04, "rolled_back")])
+def test_latency_is_judged_on_service_time_not_on_queueing_that_follows_the_traffic_share(setup, service, outcome):
+    # One instance per version: the arm with more traffic queues longer. End-to-end, a 1% canary looks fast
+    # and a new champion at 100% looks slow next to the old one on shadow copies, whatever the models.
+    reg, ctrl, metrics, clock, v1, v2 = setup
+    _start(ctrl, v2)
+    ro, _ = simulate(
+        ctrl,
+        metrics,
+        clock,
+        "fraud",
+        candidate=(v2.id, Behaviour(latency=service, queue=0.2)),
+        champion=Behaviour(queue=0.2),
+        rng=np.random.default_rng(5),
+    )
+    assert ro.state == outcome, [e.reason for e in ctrl.events(ro.id)]
+    if outcome == "rolled_back":
+        assert "latency_p99" in ctrl.events(ro.id)[-1].reason
 
 
 def test_a_crashed_canary_instance_rolls_back_at_once(setup):

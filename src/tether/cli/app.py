@@ -665,7 +665,7 @@ def _rollout_view(data: dict[str, Any]) -> Any:
                 f"{c['canary_rate']:.4f}",
                 f"{c['champion_rate']:.4f}",
                 f"{c['canary_n']}/{c['champion_n']}",
-                f"[{c['lower']:+.4f}, {c['upper']:+.4f}]",
+                "no data yet" if c["lower"] is None else f"[{c['lower']:+.4f}, {c['upper']:+.4f}]",
                 f"<= {c['margin']:+.4f}",
                 c["decision"],
             )

@@ -37,10 +37,12 @@ GIT_ENV = {
 EXAMPLE_FILES = ("generate.py", "train.py", "gate.yaml", "latency_wrapper.py", ".gitignore", "README.md")
 #: Compressed time for the demo: seconds instead of minutes, tens of requests instead of thousands.
 DEMO_PLAN = {
-    "steps": [5, 25, 100],
+    # Larger first steps than production's 1/5/25 and a generous undecided limit: on a loaded two-core machine
+    # the demo's gateway serves ~25 requests/s, and a step needs min_samples canary requests to advance.
+    "steps": [10, 50, 100],
     "bake_seconds": 2,
-    "min_samples": 60,
-    "max_step_seconds": 60,
+    "min_samples": 50,
+    "max_step_seconds": 150,
     "watch_seconds": 3,
     "guardrails": {
         "error_rate": {"margin": 0.1},
@@ -316,7 +318,12 @@ def _serve_and_roll_out(reg: Registry, project: Path, settings: Settings) -> Non
             await server.wait_ready()
             server.controller.start("fraud", candidate.ref, plan, force=False)
             await server.wait_ready()
-            return await _traffic(server, rows)
+            state = await _traffic(server, rows)
+            if state in ("running", "paused"):
+                # Never leave a rollout open behind the tour: the next one would be refused.
+                server.controller.abort("fraud", reason=f"the demo's traffic ended with the rollout {state}")
+                state = "aborted"
+            return state
         finally:
             await server.stop()
 
@@ -338,7 +345,7 @@ def _serve_and_roll_out(reg: Registry, project: Path, settings: Settings) -> Non
         console.print(f"  -> [bold {color}]{state}[/]; champion is now {reg.get('fraud@champion').ref}")
 
 
-async def _traffic(server: Any, rows: list[dict[str, Any]], seconds: float = 90.0) -> str:
+async def _traffic(server: Any, rows: list[dict[str, Any]], seconds: float = 400.0) -> str:
     """A bounded load generator: 8 connections, one record per request, until the rollout ends."""
     import asyncio
     import time

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
     )
+    worker_threads: int = Field(
+        default=1,
+        description="Native threads (OpenMP, BLAS) per model instance. One serves single requests fastest and keeps "
+        "idle spinning threads from stealing CPU from the other instances on the host.",
+        ge=1,
+        le=256,
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -215,13 +215,18 @@ class Controller:
                 alpha=alpha,
             )
         if g.latency_p99:
-            threshold = old.latency.quantile(0.99) * (1 + g.latency_p99.tolerance) if old.latency.count else 0.0
-            ok = old.latency.count >= 100
+            # The instances' own service times when both report them: end-to-end latency includes the wait in
+            # an instance's queue, which grows with the traffic share (a 10% canary queues less than the 90%
+            # champion, and a new champion at 100% far more than the old one on shadow copies).
+            both = new.service.count and old.service.count
+            a, b = (new.service, old.service) if both else (new.latency, old.latency)
+            threshold = b.quantile(0.99) * (1 + g.latency_p99.tolerance) if b.count else 0.0
+            ok = b.count >= 100
             out["latency_p99"] = compare_rates(
-                new.latency.count_above(threshold) if ok else 0,
-                new.latency.count if ok else 0,
-                old.latency.count_above(threshold) if ok else 0,
-                old.latency.count if ok else 0,
+                a.count_above(threshold) if ok else 0,
+                a.count if ok else 0,
+                b.count_above(threshold) if ok else 0,
+                b.count if ok else 0,
                 margin=g.latency_p99.margin,
                 alpha=alpha,
             )
@@ -258,15 +263,19 @@ class Controller:
             return [self._rollback(ro, "rollback", f"harm shown: {detail}", evidence, "controller")]
         safe = all(c.decision is Decision.SAFE for c in comps.values())
         if safe and elapsed >= ro.plan.bake_seconds and new.requests >= ro.plan.min_samples:
-            return [self._advance(ro, "every guardrail shown safe and the bake time is over", evidence, "controller")]
+            why = f"every guardrail shown safe on {new.requests} canary requests and the bake time is over"
+            return [self._advance(ro, why, evidence, "controller")]
         if elapsed > ro.plan.max_step_seconds:
             open_ = [k for k, c in comps.items() if c.decision is not Decision.SAFE]
+            wanting = [f"not yet shown safe: {', '.join(open_)}"] if open_ else []
+            if new.requests < ro.plan.min_samples:
+                wanting.append(f"{new.requests} of {ro.plan.min_samples} canary requests")
             return [
                 self._set_state(
                     ro,
                     "paused",
                     "pause",
-                    f"undecided after {elapsed:.0f} s ({', '.join(open_)}); "
+                    f"undecided after {elapsed:.0f} s ({'; '.join(wanting)}); "
                     "a human decides: tether rollout promote|abort",
                     evidence,
                     "controller",

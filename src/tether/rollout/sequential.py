@@ -46,7 +46,16 @@ class Comparison:
     decision: Decision
 
     def to_json(self) -> dict[str, object]:
-        return {k: (v.value if isinstance(v, Decision) else v) for k, v in self.__dict__.items()}
+        """Plain JSON: an unbounded interval (no samples yet) is null, as JSON has no Infinity."""
+
+        def plain(v: object) -> object:
+            if isinstance(v, Decision):
+                return v.value
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            return v
+
+        return {k: plain(v) for k, v in self.__dict__.items()}
 
 
 def confidence_sequence(d: float, v: float, *, alpha: float, tau: float) -> tuple[float, float]:

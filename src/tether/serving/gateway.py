@@ -32,6 +32,7 @@ from tether.serving.contract import InputValidator
 from tether.serving.routing import RoutingTable
 from tether.serving.runtime import Instance, Runtime
 from tether.serving.window import MetricStore
+from tether.serving.worker import SERVICE_HEADER
 
 MAX_RECORDS = 10_000
 TRACE_MEMORY = 200_000
@@ -166,10 +167,17 @@ class Gateway:
             )
         # The instance reads only "records": the body goes on as it came, with no re-encoding (bench/gateway.py).
         payload = raw
-        status, result, error = await self._forward(route.version_id, payload, model)
+        status, result, error, service = await self._forward(route.version_id, payload, model)
         latency = time.perf_counter() - started
         self.metrics.record_request(
-            model, route.version_id, route.arm, now, latency=latency, records=len(records), error=error
+            model,
+            route.version_id,
+            route.arm,
+            now,
+            latency=latency,
+            service=service,
+            records=len(records),
+            error=error,
         )
         if route.shadow_version_id and route.shadow_version_id != route.version_id:
             task = asyncio.create_task(self._shadow(model, route.shadow_version_id, payload, now))
@@ -186,37 +194,53 @@ class Gateway:
             headers={"X-Tether-Trace": trace, "X-Tether-Version": route.version_id},
         )
 
-    async def _forward(self, version_id: str, payload: bytes, model: str) -> tuple[int, Any, str | None]:
-        """(status, the instance's ``{"outputs": [...]}`` as JSON bytes or an error message, error kind or None)."""
+    async def _forward(self, version_id: str, payload: bytes, model: str) -> tuple[int, Any, str | None, float | None]:
+        """(status, the instance's ``{"outputs": [...]}`` as JSON bytes or an error message, error kind or None,
+        the instance's service time in seconds if it reported one)."""
         inst = self.runtime.instance(version_id)
         if inst is None:
-            return 503, f"no running instance for version {version_id[:12]}… (starting or crashed)", "unavailable"
+            return (
+                503,
+                f"no running instance for version {version_id[:12]}… (starting or crashed)",
+                "unavailable",
+                None,
+            )
         try:
             url, data = _request_for(inst, model, payload)
             async with self.session.post(url, data=data, headers={"Content-Type": "application/json"}) as resp:
                 raw = await resp.read()
+                service = _seconds(resp.headers.get(SERVICE_HEADER))
                 if resp.status != 200:
                     return (
                         502,
                         f"instance {version_id[:12]}… answered {resp.status}: {raw[:300].decode(errors='replace')}",
                         "backend_status",
+                        service,
                     )
                 if not raw.startswith(b'{"outputs":'):
                     raw = orjson.dumps(_response_from(inst, orjson.loads(raw)))
-                return 200, raw, None
+                return 200, raw, None, service
         except TimeoutError:
-            return 504, f"instance {version_id[:12]}… did not answer within {self.timeout.total} s", "timeout"
+            return 504, f"instance {version_id[:12]}… did not answer within {self.timeout.total} s", "timeout", None
         except aiohttp.ClientError as e:
-            return 502, f"instance {version_id[:12]}… is unreachable: {type(e).__name__}", "backend_down"
+            return 502, f"instance {version_id[:12]}… is unreachable: {type(e).__name__}", "backend_down", None
 
     async def _shadow(self, model: str, version_id: str, payload: bytes, at: datetime) -> None:
         started = time.perf_counter()
+        service = None
         try:
-            _, _, error = await self._forward(version_id, payload, model)
+            _, _, error, service = await self._forward(version_id, payload, model)
         except Exception:  # a shadow can never affect the live path
             error = "shadow_failure"
         self.metrics.record_request(
-            model, version_id, "shadow", at, latency=time.perf_counter() - started, records=0, error=error
+            model,
+            version_id,
+            "shadow",
+            at,
+            latency=time.perf_counter() - started,
+            service=service,
+            records=0,
+            error=error,
         )
 
     def _remember(self, trace: str, model: str, version: str, arm: str, at: datetime, outputs: bytes) -> None:
@@ -257,6 +281,7 @@ class Gateway:
             "# TYPE tether_errors_total counter",
             "# TYPE tether_schema_violations_total counter",
             "# TYPE tether_latency_seconds summary",
+            "# TYPE tether_service_seconds summary",
             "# TYPE tether_rejected_total counter",
         ]
         for model, version, arm in sorted(self.metrics.keys()):
@@ -269,6 +294,9 @@ class Gateway:
             if t.latency.count:
                 for q in (0.5, 0.9, 0.99):
                     lines.append(f'tether_latency_seconds{{{labels},quantile="{q}"}} {t.latency.quantile(q):.6f}')
+            if t.service.count:
+                for q in (0.5, 0.9, 0.99):
+                    lines.append(f'tether_service_seconds{{{labels},quantile="{q}"}} {t.service.quantile(q):.6f}')
         for (model, reason), n in sorted(self.rejected.items()):
             lines.append(f'tether_rejected_total{{model="{model}",reason="{reason}"}} {n}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
@@ -326,3 +354,14 @@ def _v2_type(value: Any) -> str:
     if isinstance(value, float):
         return "FP64"
     return "BYTES"
+
+
+def _seconds(header: str | None) -> float | None:
+    """The instance's service time header, if present and a sane number (an external URL may send anything)."""
+    if header is None:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        return None
+    return value if 0 <= value < 86_400 else None

@@ -92,6 +92,13 @@ class LocalRuntime:
             "TETHER_HOME": str(self.settings.home.absolute()),
             "TETHER_DATABASE_URL": self.settings.database_url or "",
             "TETHER_BLOB_URL": self.settings.blob_url or "",
+            # Each instance is its own process; a thread pool per process sized to the host's cores makes n
+            # instances oversubscribe the CPU n-fold (OpenMP threads spin while they wait: scikit-learn's
+            # gradient boosting served 8 requests/s on two loaded cores that way, against ~50 single-threaded).
+            **{
+                var: str(self.settings.worker_threads)
+                for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+            },
         }
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -29,6 +29,8 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     schema_violations: int = 0
     latency: LatencySketch = field(default_factory=LatencySketch)
+    #: The instance's own time per request (no queueing), when it reports it; see ``serving.worker``.
+    service: LatencySketch = field(default_factory=LatencySketch)
     labelled: int = 0
     labelled_negatives: int = 0
     false_positives: int = 0
@@ -41,6 +43,7 @@ class Tally:
         self.errors.update(other.errors)
         self.schema_violations += other.schema_violations
         self.latency.merge(other.latency)
+        self.service.merge(other.service)
         self.labelled += other.labelled
         self.labelled_negatives += other.labelled_negatives
         self.false_positives += other.false_positives
@@ -62,8 +65,10 @@ class Tally:
             "records": self.records,
             "errors": dict(self.errors),
             "schema_violations": self.schema_violations,
-            "latency_p50": self.latency.quantile(0.5),
-            "latency_p99": self.latency.quantile(0.99),
+            "latency_p50": self.latency.quantile(0.5) if self.latency.count else None,
+            "latency_p99": self.latency.quantile(0.99) if self.latency.count else None,
+            "service_p50": self.service.quantile(0.5) if self.service.count else None,
+            "service_p99": self.service.quantile(0.99) if self.service.count else None,
             "labelled": self.labelled,
             "label_coverage": self.label_coverage,
             "false_positives": self.false_positives,
@@ -111,6 +116,7 @@ class MetricStore:
         at: datetime,
         *,
         latency: float | None = None,
+        service: float | None = None,
         records: int = 0,
         error: str | None = None,
         schema_violation: bool = False,
@@ -125,6 +131,8 @@ class MetricStore:
                 t.schema_violations += 1
             if latency is not None:
                 t.latency.add(latency)
+            if service is not None:
+                t.service.add(service)
 
     def record_batch(
         self,
@@ -134,6 +142,7 @@ class MetricStore:
         at: datetime,
         *,
         latencies: Any,
+        services: Any = None,
         records: int,
         errors: dict[str, int] | None = None,
         schema_violations: int = 0,
@@ -148,6 +157,8 @@ class MetricStore:
             t.schema_violations += schema_violations
             if n:
                 t.latency.add(latencies)
+            if services is not None and len(services):
+                t.service.add(services)
 
     def record_labels(
         self, model: str, version: str, arm: str, at: datetime, predicted: list[int], labels: list[int]

@@ -3,7 +3,8 @@
     python -m tether.serving.worker --version VERSION_ID [--port 0] [--home DIR]
 
 Protocol: ``GET /health`` -> ``{"status": "ok", "version": ...}``; ``POST /predict`` with
-``{"records": [{...}, ...]}`` -> ``{"outputs": [{...}, ...]}``. When listening it prints
+``{"records": [{...}, ...]}`` -> ``{"outputs": [{...}, ...]}`` with the service time in seconds in the
+``X-Tether-Service-Seconds`` header. When listening it prints
 ``TETHER_WORKER_READY <port>`` on stdout; SIGTERM stops it gracefully. The database and blob store come from
 the usual settings (``TETHER_HOME``, ``TETHER_DATABASE_URL``, ...), which the runtime passes down.
 """
@@ -15,6 +16,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
 import orjson
 import pandas as pd
@@ -23,14 +25,21 @@ from aiohttp import web
 from tether.core import Settings, TetherError
 from tether.registry import LoadedModel, Registry
 
+SERVICE_HEADER = "X-Tether-Service-Seconds"
+
 
 def make_app(model: LoadedModel) -> web.Application:
     async def health(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": model.version_id, "pid": os.getpid()})
 
     async def predict(request: web.Request) -> web.Response:
+        raw = await request.read()
+        # Service time: from the body in hand to the answer ready, without the wait in this instance's queue,
+        # which depends on the traffic share the gateway gives it rather than on the model (see the rollout's
+        # latency guardrail).
+        started = time.perf_counter()
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
             records = body["records"]
             frame = pd.DataFrame.from_records(records)
             out = model.predict(frame)
@@ -41,7 +50,8 @@ def make_app(model: LoadedModel) -> web.Application:
         except Exception as e:  # a model failure is the instance's 500, reported to the gateway
             return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=500)
         payload = b'{"outputs":' + out.to_json(orient="records").encode() + b"}"
-        return web.Response(body=payload, content_type="application/json")
+        service = f"{time.perf_counter() - started:.6f}"
+        return web.Response(body=payload, content_type="application/json", headers={SERVICE_HEADER: service})
 
     app = web.Application(client_max_size=64 << 20)
     app.router.add_get("/health", health)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,9 @@ class Database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             options.setdefault("pool_pre_ping", True)
+        # Strict JSON on every backend: SQLite would store NaN/Infinity that PostgreSQL rejects and that no
+        # auditor's JSON parser reads. A non-finite number reaching the database is a bug to surface at once.
+        options.setdefault("json_serializer", functools.partial(json.dumps, allow_nan=False))
         self.engine: Engine = create_engine(self.url, **options)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
