@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench bench-drift clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,13 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/hashing.py
 
+bench/.venv-drift/.installed: bench/requirements-drift.txt
+	$(PYTHON) -m venv bench/.venv-drift
+	bench/.venv-drift/bin/pip install --quiet -r bench/requirements-drift.txt
+	touch $@
+
+bench-drift: $(STAMP) bench/.venv-drift/.installed
+	$(BIN)/python bench/drift.py
+
 clean:
-	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/.venv-drift .tether .pytest_cache .mypy_cache .ruff_cache

@@ -116,3 +116,39 @@ def test_cusum_detection_delay_is_within_twice_the_bound(delta):
             n += 2000
     bound = 2 * math.log(arl0) / delta**2
     assert np.mean(delays) <= 2 * bound, (np.mean(delays), bound)
+
+
+@pytest.mark.parametrize("dist", ["normal", "lognormal"])
+def test_slice_cusum_false_alarms_stay_within_the_budget(dist):
+    """In control, alarms per row stay under 1 / ARL0, on skewed rows too (slices of 100 rows)."""
+    from tether.monitor.detectors import SliceCusum
+
+    rng = np.random.default_rng(3)
+    arl0, slice_rows, slices = 20_000, 100, 20_000
+    mean, sd = (0.0, 1.0) if dist == "normal" else (math.exp(0.5), math.sqrt((math.e - 1) * math.e))
+    c = SliceCusum(mean, sd, delta=0.25, arl0=arl0)
+    alarms = 0
+    for _ in range(slices):
+        x = rng.normal(0, 1, slice_rows) if dist == "normal" else rng.lognormal(0, 1, slice_rows)
+        if c.update(slice_rows, float(x.mean())):
+            alarms += 1
+            c.reset()
+    expected = slices * slice_rows / arl0  # 100 if every run lasted exactly ARL0 rows
+    assert alarms <= expected, alarms
+
+
+def test_slice_cusum_detects_a_quarter_sd_shift_within_twice_the_bound():
+    from tether.monitor.detectors import SliceCusum
+
+    rng = np.random.default_rng(4)
+    arl0 = 1_000_000
+    bound = 2 * math.log(arl0) / 0.25**2
+    delays = []
+    for _ in range(50):
+        c = SliceCusum(0.0, 1.0, delta=0.25, arl0=arl0)
+        rows = 0
+        while not c.update(50, float(rng.normal(0.25, 1, 50).mean())):
+            rows += 50
+        delays.append(rows + 50)
+        assert abs(c.estimate() - 0.25) < 0.25
+    assert np.median(delays) <= 2 * bound, (np.median(delays), bound)

@@ -2,7 +2,10 @@
 
 Background loops: every ``refresh_seconds`` the routing tables and API keys are re-read and instances are
 reconciled (every version a table names is started; versions no table names are stopped); every
-``tick_seconds`` the controller evaluates active rollouts (in a worker thread: it talks to the database).
+``tick_seconds`` the controller evaluates active rollouts (in a worker thread: it talks to the database);
+the live profiler turns accepted requests into feature profiles every quarter second, and every second the
+drift watch checks each deployed model whose ``check_seconds`` have passed, records anomalies and acts on
+them (webhook, shadow routing to a diagnostic version, hold or roll back a running rollout).
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ from typing import Any
 from aiohttp import web
 
 from tether.core.clock import Clock, SystemClock
+from tether.core.errors import TetherError
 from tether.core.settings import Settings
+from tether.monitor.config import MonitorConfig
+from tether.monitor.live import LiveProfiler
+from tether.monitor.notify import post_json
+from tether.monitor.watch import Anomaly, Watch
 from tether.registry import Registry
 from tether.rollout.controller import Controller
 from tether.serving import table as routing_table
@@ -48,9 +56,19 @@ class Server:
         self.metrics = MetricStore()
         self.runtime = CompositeRuntime(LocalRuntime(settings, on_crash=self._crashed), UrlRuntime())
         self.keys = KeyRing(self.registry.store.db) if auth else None
-        self.gateway = Gateway(self.registry, self.metrics, self.runtime, keys=self.keys, clock=self.clock)
+        self.profiler = LiveProfiler(self.registry, clock=self.clock)
+        self.watch = Watch(self.registry, clock=self.clock)
+        self.gateway = Gateway(
+            self.registry, self.metrics, self.runtime, keys=self.keys, clock=self.clock, profiler=self.profiler
+        )
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
         self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
+        self.gateway.app.router.add_get("/v1/models/{name}/monitor", self.monitor_status)
+        self.gateway.app.router.add_get("/v1/models/{name}/monitor/report", self.monitor_report)
+        self.gateway.app.router.add_get("/v1/models/{name}/anomalies", self.monitor_anomalies)
+        self.monitor_configs: dict[str, MonitorConfig] = {}
+        self._last_check: dict[str, float] = {}
+        self.notifications: set[asyncio.Task[bool]] = set()
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, asyncio.Future[Any]] = {}
@@ -69,7 +87,12 @@ class Server:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        self._tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self._control_loop())]
+        self._tasks = [
+            asyncio.create_task(self._refresh_loop()),
+            asyncio.create_task(self._control_loop()),
+            asyncio.create_task(self.profiler.run()),
+            asyncio.create_task(self._monitor_loop()),
+        ]
 
     def refresh(self) -> None:
         self.gateway.refresh_routing()
@@ -125,6 +148,112 @@ class Server:
             except Exception:
                 log.exception("controller tick failed")
 
+    # -- drift watch ---------------------------------------------------------------------------------------
+    async def _monitor_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                found = await loop.run_in_executor(None, self.monitor_tick)
+                for model, new in found.items():
+                    self.act(model, new)
+            except Exception:
+                log.exception("drift check failed")
+
+    def monitor_tick(self) -> dict[str, list[Anomaly]]:
+        """Re-read the monitor settings of the deployed models and check those whose interval has passed."""
+        found: dict[str, list[Anomaly]] = {}
+        now = self.clock.now().timestamp()
+        for model in list(self.gateway.tables):
+            config = self.watch.config(model)
+            if self.monitor_configs.get(model) != config:
+                self.monitor_configs[model] = config
+                self.profiler.configure(model, config)
+            if not config.enabled or now - self._last_check.get(model, 0.0) < config.check_seconds:
+                continue
+            self._last_check[model] = now
+            if new := self.watch.check(model):
+                found[model] = new
+        return found
+
+    def act(self, model: str, new: list[Anomaly]) -> list[str]:
+        """Carry out the model's configured actions for newly recorded anomalies; returns what was done."""
+        config = self.monitor_configs.get(model) or self.watch.config(model)
+        done: list[str] = []
+        for a in new:
+            log.warning("drift anomaly %s on %s: %s", a.id, model, a.describe())
+        if config.actions.webhook:
+            for a in new:
+                task = asyncio.ensure_future(
+                    post_json(self.gateway.session, config.actions.webhook, {"event": "drift_anomaly", **a.to_json()})
+                )
+                self.notifications.add(task)
+                task.add_done_callback(self.notifications.discard)
+            done.append(f"notified {config.actions.webhook}")
+        rank = {"medium": 1, "high": 2}
+        acting = [a for a in new if rank[a.priority] >= rank[config.actions.min_priority]]
+        if not acting:
+            return done
+        why = f"drift anomaly {acting[0].id}: {acting[0].describe()}"
+        try:
+            ro = self.controller.latest(model)
+            if ro is not None and ro.state == "running" and config.actions.rollout != "none":
+                if config.actions.rollout == "hold":
+                    self.controller.pause(model, reason=why, actor="drift-watch")
+                    done.append(f"held rollout {ro.id}")
+                else:
+                    self.controller.abort(model, reason=why, actor="drift-watch")
+                    done.append(f"rolled back rollout {ro.id}")
+            shadow = config.actions.shadow
+            table = self.gateway.tables.get(model)
+            if shadow is not None and table is not None:
+                target = self.registry.get(shadow.version)
+                if table.shadow != target.id and table.champion != target.id:
+                    self.controller.shadow(model, target.ref, shadow.percent)
+                    done.append(f"shadow {shadow.percent:g}% -> {target.ref}")
+        except TetherError as e:
+            log.error("drift action on %s failed: %s", model, e)
+        if done:
+            log.warning("drift actions on %s: %s", model, "; ".join(done))
+            self.refresh()
+        return done
+
+    def _read_denied(self, request: web.Request) -> web.Response | None:
+        if self.keys is not None:
+            result = self.keys.check(request.headers.get("Authorization"), "read")
+            if isinstance(result, tuple):
+                return web.json_response({"error": result[1]}, status=result[0])
+        return None
+
+    async def monitor_status(self, request: web.Request) -> web.Response:
+        """The drift watch's current view of a model: per version and feature, baseline against live."""
+        from tether.monitor.report import status_json
+
+        if (denied := self._read_denied(request)) is not None:
+            return denied
+        model = request.match_info["name"]
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(None, functools.partial(status_json, self.watch, model))
+        return web.json_response(body)
+
+    async def monitor_report(self, request: web.Request) -> web.Response:
+        from tether.monitor.report import html_report
+
+        if (denied := self._read_denied(request)) is not None:
+            return denied
+        model = request.match_info["name"]
+        loop = asyncio.get_running_loop()
+        html = await loop.run_in_executor(None, functools.partial(html_report, self.watch, model))
+        return web.Response(text=html, content_type="text/html")
+
+    async def monitor_anomalies(self, request: web.Request) -> web.Response:
+        if (denied := self._read_denied(request)) is not None:
+            return denied
+        model = request.match_info["name"]
+        open_only = request.query.get("open") in ("1", "true")
+        found = self.watch.anomalies(model, open_only=open_only)
+        return web.json_response({"model": model, "anomalies": [a.to_json() for a in found]})
+
     async def rollout_status(self, request: web.Request) -> web.Response:
         """The model's routing, its latest rollout and the live guardrail comparisons (role: viewer)."""
         if self.keys is not None:
@@ -146,6 +275,10 @@ class Server:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(Exception):  # the last partial slices: profiled traffic is not dropped
+            await asyncio.to_thread(self.profiler.flush, close_all=True)
+        if self.notifications:
+            await asyncio.wait(self.notifications, timeout=5)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.runtime.close()

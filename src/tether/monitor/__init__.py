@@ -1,8 +1,9 @@
-"""Drift watch: mergeable feature profiles and drift detectors (anomaly records and actions come next)."""
+"""Drift watch: mergeable feature profiles, drift detectors, baselines, the live profiler and the watch."""
 
 from tether.monitor.detectors import (
     Cusum,
     Finding,
+    SliceCusum,
     categorical_test,
     cusum_threshold,
     ks_sketch_test,
@@ -18,6 +19,7 @@ __all__ = [
     "DatasetProfile",
     "Finding",
     "NumericProfile",
+    "SliceCusum",
     "categorical_test",
     "cusum_threshold",
     "ks_sketch_test",

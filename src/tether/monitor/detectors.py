@@ -167,3 +167,61 @@ class Cusum:
         if drift <= 0:
             return math.inf
         return (self.h + 1.166) / drift
+
+
+class SliceCusum:
+    """Two-sided CUSUM on a feature's mean fed with whole slices: (rows, mean) per slice.
+
+    The per-row CUSUM statistic S = max(0, S + z - k), z = (x - mean) / sd, is advanced by a slice of n rows
+    with mean m in one step: S = max(0, S + n (m - mean) / sd - n k). Sampled only at slice ends, S never exceeds
+    the per-row statistic (its running minimum is taken over fewer points), so the false-alarm rate is at most
+    the per-row CUSUM's, whose threshold comes from Siegmund's run length for ``arl0`` rows; and a slice's sum
+    is close to normal by the central limit theorem even when rows are skewed. ``delta`` is the shift (in sd)
+    the detector is tuned to; `estimate` is the shift over the current run (rows since S last left zero).
+    """
+
+    def __init__(self, mean: float, sd: float, *, delta: float, arl0: float) -> None:
+        if sd <= 0 or delta <= 0 or arl0 <= 1:
+            raise ValueError("SliceCusum needs sd > 0, delta > 0 and arl0 > 1")
+        self.mean, self.sd, self.delta, self.arl0 = mean, sd, delta, arl0
+        self.k = delta / 2
+        self.h = cusum_threshold(2 * arl0, self.k)
+        self.s = [0.0, 0.0]  # up, down
+        self._run = [(0, 0.0), (0, 0.0)]  # (rows, sum of z) since each side last left zero
+        self.rows = 0
+
+    def update(self, n: int, mean: float) -> bool:
+        """Advance by one slice; True when either side crosses the threshold (then call `reset`)."""
+        if n <= 0 or not math.isfinite(mean):
+            return False
+        z = n * (mean - self.mean) / self.sd
+        self.rows += n
+        hit = False
+        for i, sign in enumerate((1.0, -1.0)):
+            s = self.s[i] + sign * z - n * self.k
+            if s <= 0:
+                self.s[i], self._run[i] = 0.0, (0, 0.0)
+                continue
+            rows, total = self._run[i]
+            self.s[i], self._run[i] = s, (rows + n, total + z)
+            hit = hit or s > self.h
+        return hit
+
+    @property
+    def statistic(self) -> float:
+        return max(self.s)
+
+    def estimate(self) -> float:
+        """The mean shift (in sd, signed) over the run of the side that is higher."""
+        i = 0 if self.s[0] >= self.s[1] else 1
+        rows, total = self._run[i]
+        return total / rows if rows else 0.0
+
+    def expected_delay(self, shift: float) -> float:
+        """Approximate rows to detect a sustained shift of ``shift`` sd (Siegmund), for reports."""
+        drift = abs(shift) - self.k
+        return (self.h + 1.166) / drift if drift > 0 else math.inf
+
+    def reset(self) -> None:
+        self.s = [0.0, 0.0]
+        self._run = [(0, 0.0), (0, 0.0)]

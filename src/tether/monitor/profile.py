@@ -160,6 +160,42 @@ class DatasetProfile:
     features: dict[str, Profile] = field(default_factory=dict)
 
     @classmethod
+    def for_kinds(cls, kinds: dict[str, str], *, k: int = 200, cap: int = 1000) -> DatasetProfile:
+        """Empty profiles for features of known kinds (``numeric`` or ``categorical``; see `kinds_of`)."""
+        return cls(
+            {n: NumericProfile(k) if kind == "numeric" else CategoricalProfile(cap) for n, kind in kinds.items()}
+        )
+
+    def observe(self, frame: pd.DataFrame) -> Counter[str]:
+        """Update from live rows of any quality; returns what was wrong with them, counted, never raised.
+
+        A numeric feature's non-numbers count as ``type_mismatch`` (and as missing), infinities as
+        ``non_finite`` (and missing); columns the profile does not know count as ``unknown_feature``.
+        """
+        issues: Counter[str] = Counter()
+        for name in frame.columns:
+            if name not in self.features:
+                issues[f"unknown_feature:{name}"] += int(frame[name].notna().sum())
+        for name, prof in self.features.items():
+            if name not in frame.columns:
+                prof.missing += len(frame)
+                continue
+            col = frame[name]
+            if isinstance(prof, NumericProfile):
+                if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+                    values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                else:
+                    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                    if bad := int((np.isnan(values) & col.notna().to_numpy()).sum()):
+                        issues[f"type_mismatch:{name}"] += bad
+                if inf := int(np.isinf(values).sum()):
+                    issues[f"non_finite:{name}"] += inf
+                prof.update(values)
+            else:
+                prof.update(col)
+        return issues
+
+    @classmethod
     def of(cls, frame: pd.DataFrame, *, k: int = 200, cap: int = 1000) -> DatasetProfile:
         p = cls({c: NumericProfile(k) if _numeric(frame[c]) else CategoricalProfile(cap) for c in frame.columns})
         p.update(frame)
@@ -199,3 +235,10 @@ class DatasetProfile:
 
 def _numeric(col: pd.Series) -> bool:
     return bool(pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col))
+
+
+def kinds_of(input_schema: dict[str, Any], features: list[str] | None = None) -> dict[str, str]:
+    """``numeric`` for a version's float and integer inputs, ``categorical`` for the rest (strings, booleans)."""
+    fields = {f["name"]: f["type"] for f in input_schema.get("fields", [])}
+    names = features if features is not None else list(fields)
+    return {n: "numeric" if fields.get(n) in ("float", "integer") else "categorical" for n in names if n in fields}

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from tether.core.clock import Clock, SystemClock
 from tether.core.ids import TraceIdGenerator
+from tether.monitor.live import LiveProfiler
 from tether.registry import Registry
 from tether.serving import table as routing_table
 from tether.serving.auth import KeyRing
@@ -47,6 +48,7 @@ class Gateway:
         *,
         keys: KeyRing | None = None,
         clock: Clock | None = None,
+        profiler: LiveProfiler | None = None,
         max_body_bytes: int = 4 << 20,
         timeout: float = 10.0,
     ) -> None:
@@ -55,6 +57,7 @@ class Gateway:
         self.runtime = runtime
         self.keys = keys
         self.clock = clock or SystemClock()
+        self.profiler = profiler
         self.ids = TraceIdGenerator(self.clock)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_body_bytes = max_body_bytes
@@ -165,6 +168,9 @@ class Gateway:
                 version=route.version_id,
                 extra={"violations": shown},
             )
+        if self.profiler is not None:
+            # Drift watch: a list append here; the profiling runs in the background (tether.monitor.live).
+            self.profiler.observe(model, route.version_id, records)
         # The instance reads only "records": the body goes on as it came, with no re-encoding (bench/gateway.py).
         payload = raw
         status, result, error, service = await self._forward(route.version_id, payload, model)

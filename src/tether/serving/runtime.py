@@ -119,6 +119,12 @@ class LocalRuntime:
             raise ExternalCommandError(
                 f"the instance for version {version_id[:12]}… did not start: {err[-500:]}"
             ) from None
+        except asyncio.CancelledError:
+            # Shut down while the instance was still starting: never leave the child process behind.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
         inst = Instance(version_id, f"http://127.0.0.1:{port}", pid=proc.pid, restarts=restarts, process=proc)
         self._instances[version_id] = inst
         if self._supervisor is None or self._supervisor.done():
@@ -179,8 +185,13 @@ class LocalRuntime:
     async def close(self) -> None:
         for vid in list(self._instances):
             await self.stop(vid)
-        for task in list(self._starting.values()):
+        starting = list(self._starting.values())
+        for task in starting:
             task.cancel()
+        if starting:  # their children are killed as the cancellation unwinds
+            await asyncio.gather(*starting, return_exceptions=True)
+        for vid in list(self._instances):  # started in the meantime
+            await self.stop(vid)
         if self._supervisor is not None:
             self._supervisor.cancel()
 

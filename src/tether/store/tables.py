@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -216,7 +217,71 @@ endpoints = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
-#: Tables whose rows can never change once written; enforced by database triggers (migrations 0001-0003).
+baseline_profiles = Table(
+    "baseline_profiles",
+    metadata,
+    Column("version_id", DIGEST, ForeignKey("model_versions.id"), primary_key=True),
+    Column("source", String(20), primary_key=True),
+    Column("data_digest", DIGEST, nullable=False),
+    Column("profile_digest", DIGEST, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+live_profiles = Table(
+    "live_profiles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(200), nullable=False),
+    Column("version_id", DIGEST, ForeignKey("model_versions.id"), nullable=False),
+    Column("segment", String(300), nullable=False),
+    Column("slice_start", UTCDateTime, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("profile", JSON, nullable=False),
+    Column("issues", JSON, nullable=False),
+    Column("replica", String(64), nullable=False),
+)
+
+monitor_configs = Table(
+    "monitor_configs",
+    metadata,
+    Column("model_name", String(200), primary_key=True),
+    Column("config", JSON, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(200), nullable=False, index=True),
+    Column("version_id", DIGEST, ForeignKey("model_versions.id"), nullable=False),
+    Column("feature", String(300), nullable=False),
+    Column("segment", String(300), nullable=False),
+    Column("test", String(40), nullable=False),
+    Column("statistic", Float, nullable=False),
+    Column("p_value", Float),
+    Column("effect", Float, nullable=False),
+    Column("min_shift", Float, nullable=False),
+    Column("baseline_value", Float),
+    Column("live_value", Float),
+    Column("live_rows", BigInteger, nullable=False),
+    Column("priority", String(10), nullable=False),
+    Column("detected_at", UTCDateTime, nullable=False),
+    Column("evidence", JSON, nullable=False),
+)
+
+anomaly_resolutions = Table(
+    "anomaly_resolutions",
+    metadata,
+    Column("anomaly_id", Integer, ForeignKey("anomalies.id"), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+#: Tables whose rows can never change once written; enforced by database triggers (migrations 0001-0005).
 IMMUTABLE_TABLES = (
     "code_refs",
     "data_snapshots",
@@ -225,4 +290,7 @@ IMMUTABLE_TABLES = (
     "alias_events",
     "gate_reports",
     "rollout_events",
+    "baseline_profiles",
+    "anomalies",
+    "anomaly_resolutions",
 )

@@ -1,0 +1,579 @@
+"""The drift watch: live window against baseline, every feature, with a false-alarm budget.
+
+Each check merges the live profile slices of the last ``window_seconds`` per model version (and segment),
+and tests every watched feature against the version's baseline:
+
+* numeric: missing ratio (two-proportion z), mean (Welch z; effect in baseline standard deviations) and the
+  whole distribution (KS from the two KLL sketches net of their rank error); PSI is reported alongside;
+* categorical: missing ratio and the category frequencies (chi-square with the baseline as a sample; effect:
+  total variation distance; categories never seen in training are listed).
+
+All p-values of a check (features x tests x segments) go through Holm's step-down procedure at the family
+level `MonitorConfig.family_alpha`, sized so that the expected number of checks with a false alarm over 30
+days of checks is at most one per watched feature (the default budget). Repeated checks on overlapping
+windows are covered because the budget is spent per check (a union bound over time needs no independence).
+A test alarms only when Holm rejects it *and* its effect is at least the feature's minimum shift, so heavy
+traffic never alarms on trivia. An alarm becomes an anomaly row (insert-only) unless the same (version,
+feature, segment, test) already has an open one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from tether.core import InvalidInputError, NotFoundError
+from tether.core.clock import Clock, SystemClock
+from tether.monitor import baseline as baseline_mod
+from tether.monitor.config import SECONDS_PER_30_DAYS, MonitorConfig
+from tether.monitor.detectors import (
+    Finding,
+    SliceCusum,
+    categorical_test,
+    ks_sketch_test,
+    mean_shift_test,
+    missing_test,
+    psi,
+)
+from tether.monitor.profile import CategoricalProfile, DatasetProfile, NumericProfile
+from tether.registry import Registry
+from tether.store.tables import anomalies, anomaly_resolutions, live_profiles, monitor_configs
+
+#: Which minimum shift applies to which test.
+SHIFT_OF = {"welch_z": "mean", "ks": "ks", "chi_square": "categories", "two_proportion": "missing"}
+SPARK_SLICES = 30
+
+
+@dataclass
+class Test:
+    feature: str
+    segment: str
+    finding: Finding
+    min_shift: float
+    adjusted_p: float = 1.0
+    alarm: bool = False
+
+
+@dataclass
+class FeatureStatus:
+    feature: str
+    segment: str
+    kind: str
+    live_rows: int
+    baseline: dict[str, Any]
+    live: dict[str, Any]
+    tests: list[Test]
+    spark: list[float]
+    psi: float | None = None
+    new_categories: list[str] = field(default_factory=list)
+    #: The CUSUM's calibration when it alarmed (threshold, in-control run length, expected delays).
+    sequential: dict[str, Any] | None = None
+    #: The baseline and live profiles compared (for plots).
+    profiles: tuple[Any, Any] | None = field(default=None, repr=False)
+
+    @property
+    def alarm(self) -> bool:
+        return any(t.alarm for t in self.tests)
+
+
+@dataclass
+class VersionStatus:
+    model: str
+    version_id: str
+    baseline: str
+    window_start: datetime
+    window_end: datetime
+    live_rows: int
+    features: list[FeatureStatus]
+    issues: dict[str, int]
+    family_alpha: float
+    hypotheses: int
+    note: str = ""
+    #: The whole-population profile of each slice in the window, and the baseline (for the sequential test).
+    slices: dict[datetime, DatasetProfile] = field(default_factory=dict, repr=False)
+    base: DatasetProfile | None = field(default=None, repr=False)
+
+
+@dataclass
+class Anomaly:
+    id: int
+    model: str
+    version_id: str
+    feature: str
+    segment: str
+    test: str
+    statistic: float
+    p_value: float | None
+    effect: float
+    min_shift: float
+    baseline_value: float | None
+    live_value: float | None
+    live_rows: int
+    priority: str
+    detected_at: datetime
+    evidence: dict[str, Any]
+    resolved_at: datetime | None = None
+
+    def describe(self) -> str:
+        where = f" [{self.segment}]" if self.segment else ""
+        values = ""
+        if self.baseline_value is not None and self.live_value is not None:
+            values = f", baseline {self.baseline_value:.4g} -> live {self.live_value:.4g}"
+        p = f", Holm-adjusted p={self.evidence.get('adjusted_p', self.p_value):.2g}" if self.p_value is not None else ""
+        return (
+            f"{self.priority} priority: {self.feature}{where} {self.test} effect {self.effect:.3g} "
+            f"(minimum shift {self.min_shift:g}){values}{p}, {self.live_rows} live rows"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "version": self.version_id,
+            "feature": self.feature,
+            "segment": self.segment,
+            "test": self.test,
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "effect": self.effect,
+            "min_shift": self.min_shift,
+            "baseline_value": self.baseline_value,
+            "live_value": self.live_value,
+            "live_rows": self.live_rows,
+            "priority": self.priority,
+            "detected_at": self.detected_at.isoformat(),
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+            "description": self.describe(),
+        }
+
+
+def read_config(registry: Registry, model: str) -> MonitorConfig:
+    """The model's stored monitor settings, or the defaults."""
+    with registry.store.db.connect() as conn:
+        row = conn.execute(
+            select(monitor_configs.c.config).where(monitor_configs.c.model_name == model)
+        ).scalar_one_or_none()
+    return MonitorConfig.model_validate(row) if row is not None else MonitorConfig()
+
+
+def holm(p_values: list[float], alpha: float) -> tuple[list[bool], list[float]]:
+    """Holm's step-down: which hypotheses are rejected at family-wise level ``alpha``, and adjusted p-values."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    rejected = [False] * m
+    adjusted = [1.0] * m
+    running = 0.0
+    still = True
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+        if still and p_values[i] <= alpha / (m - rank):
+            rejected[i] = True
+        else:
+            still = False
+    return rejected, adjusted
+
+
+class Watch:
+    def __init__(self, registry: Registry, *, clock: Clock | None = None) -> None:
+        self.registry = registry
+        self.clock = clock or SystemClock()
+        self.db = registry.store.db
+        self._baselines: dict[tuple[str, str], baseline_mod.Baseline] = {}
+        #: Sequential state lives in the checking process: per (version, feature) CUSUM, per version the last slice.
+        self._cusums: dict[tuple[str, str], SliceCusum] = {}
+        self._cursor: dict[str, datetime] = {}
+
+    # -- configuration -------------------------------------------------------------------------------------
+    def config(self, model: str) -> MonitorConfig:
+        return read_config(self.registry, model)
+
+    def set_config(self, model: str, config: MonitorConfig, *, actor: str | None = None) -> MonitorConfig:
+        if not self.registry.versions(model):
+            raise NotFoundError(f"no model named {model!r}", hint="see 'tether versions'")
+        if config.actions.shadow is not None:
+            shadow = self.registry.get(config.actions.shadow.version)
+            if shadow.name != model:
+                raise InvalidInputError(f"the diagnostic version {shadow.ref} belongs to {shadow.name}, not {model}")
+        row = {
+            "config": config.model_dump(mode="json"),
+            "updated_at": self.clock.now(),
+            "updated_by": actor or self.registry.settings.actor,
+        }
+        with self.db.begin() as conn:
+            exists = conn.execute(
+                select(monitor_configs.c.model_name).where(monitor_configs.c.model_name == model)
+            ).first()
+            if exists:
+                conn.execute(monitor_configs.update().where(monitor_configs.c.model_name == model).values(**row))
+            else:
+                conn.execute(insert(monitor_configs).values(model_name=model, **row))
+        return config
+
+    # -- live windows ----------------------------------------------------------------------------------------
+    def _slices(self, model: str, since: datetime, until: datetime) -> list[Any]:
+        with self.db.connect() as conn:
+            return list(
+                conn.execute(
+                    select(live_profiles)
+                    .where(
+                        live_profiles.c.model_name == model,
+                        live_profiles.c.slice_start >= since,
+                        live_profiles.c.slice_start < until,
+                    )
+                    .order_by(live_profiles.c.slice_start)
+                ).mappings()
+            )
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def evaluate(
+        self, model: str, *, now: datetime | None = None, config: MonitorConfig | None = None
+    ) -> list[VersionStatus]:
+        """Test every version of ``model`` that saw traffic in the window (no records are written)."""
+        config = config or self.config(model)
+        now = now or self.clock.now()
+        since = now - timedelta(seconds=config.window_seconds)
+        by_version: dict[str, list[Any]] = {}
+        for row in self._slices(model, since, now):
+            by_version.setdefault(row["version_id"], []).append(row)
+        return [self._evaluate_version(model, vid, rows, config, since, now) for vid, rows in by_version.items()]
+
+    def _evaluate_version(
+        self, model: str, version_id: str, rows: list[Any], config: MonitorConfig, since: datetime, now: datetime
+    ) -> VersionStatus:
+        merged: dict[str, DatasetProfile] = {}
+        per_slice: dict[datetime, DatasetProfile] = {}
+        live_rows: Counter[str] = Counter()
+        issues: Counter[str] = Counter()
+        for row in rows:
+            prof = DatasetProfile.from_json(row["profile"])
+            seg = row["segment"]
+            live_rows[seg] += int(row["rows"])
+            if seg == "":
+                issues.update(row["issues"])
+                start = row["slice_start"]
+                per_slice[start] = (
+                    per_slice[start].merge(prof) if start in per_slice else DatasetProfile.from_json(row["profile"])
+                )
+            merged[seg] = merged[seg].merge(prof) if seg in merged else prof
+        try:
+            base = self._baselines.get((version_id, config.baseline)) or baseline_mod.ensure(
+                self.registry, version_id, config.baseline
+            )
+            self._baselines[(version_id, config.baseline)] = base
+        except NotFoundError as e:
+            return VersionStatus(
+                model, version_id, config.baseline, since, now, live_rows[""], [], dict(issues), 0.0, 0, note=str(e)
+            )
+        segments = ["", *sorted(s for s in merged if s and s.split("=", 1)[0] in config.segments)]
+        sparks = _sparks(per_slice)
+        pairs: list[Pair] = []
+        for seg in segments:
+            ref = base.profile if seg == "" else base.segment(*seg.split("=", 1))
+            live = merged.get(seg)
+            if ref is not None and live is not None:
+                pairs.append((seg, ref, live, sparks if seg == "" else {}))
+        statuses, alpha, tests = assess(pairs, config)
+        return VersionStatus(
+            model,
+            version_id,
+            config.baseline,
+            since,
+            now,
+            live_rows[""],
+            statuses,
+            dict(issues),
+            alpha,
+            tests,
+            slices=per_slice,
+            base=base.profile,
+        )
+
+    # -- anomalies -----------------------------------------------------------------------------------------
+    def check(self, model: str, *, now: datetime | None = None) -> list[Anomaly]:
+        """Evaluate, and record each new alarm as an anomaly (one open anomaly per version/feature/segment/test)."""
+        config = self.config(model)
+        if not config.enabled:
+            return []
+        now = now or self.clock.now()
+        open_ = {(a.version_id, a.feature, a.segment, a.test) for a in self.anomalies(model, open_only=True)}
+        new: list[Anomaly] = []
+        for vs in self.evaluate(model, now=now, config=config):
+            for fs in vs.features:
+                for t in fs.tests:
+                    key = (vs.version_id, t.feature, t.segment, t.finding.test)
+                    if not t.alarm or key in open_:
+                        continue
+                    open_.add(key)
+                    new.append(self._record(model, vs, fs, t, config, now))
+            for fs, t in self._sequential(vs, config):
+                key = (vs.version_id, t.feature, t.segment, t.finding.test)
+                if key not in open_:
+                    open_.add(key)
+                    new.append(self._record(model, vs, fs, t, config, now))
+        return new
+
+    def _sequential(self, vs: VersionStatus, config: MonitorConfig) -> list[tuple[FeatureStatus, Test]]:
+        """Feed the slices this process has not seen yet to each numeric feature's CUSUM; return its alarms.
+
+        Calibrated to the same budget as the window tests: an in-control run length of (rows per 30 days at
+        the observed traffic) / budget rows, so at most ``budget`` false alarms per feature per 30 days.
+        """
+        if vs.base is None or not vs.slices:
+            return []
+        rate = vs.live_rows / config.window_seconds
+        arl0 = max(1_000.0, rate * SECONDS_PER_30_DAYS / config.false_alarms_per_feature_per_30_days)
+        cursor = self._cursor.get(vs.version_id)
+        by_name = {fs.feature: fs for fs in vs.features if not fs.segment}
+        out: list[tuple[FeatureStatus, Test]] = []
+        for start in sorted(vs.slices):
+            if cursor is not None and start <= cursor:
+                continue
+            for name, p in vs.slices[start].features.items():
+                bp = vs.base.features.get(name)
+                if not isinstance(p, NumericProfile) or not isinstance(bp, NumericProfile) or bp.count < 2:
+                    continue
+                sd = math.sqrt(bp.variance)
+                if sd <= 0:
+                    continue
+                key = (vs.version_id, name)
+                delta = config.min_shift_for(name).mean
+                c = self._cusums.get(key)
+                if c is None or c.delta != delta or not 0.5 <= c.arl0 / arl0 <= 2:
+                    fresh = SliceCusum(bp.mean, sd, delta=delta, arl0=arl0)
+                    if c is not None:  # re-calibrated to the traffic: the evidence so far carries over
+                        fresh.s, fresh._run = c.s, c._run
+                    c = self._cusums[key] = fresh
+                if c.update(p.count, p.mean) and name in by_name:
+                    shift = c.estimate()
+                    finding = Finding("cusum_mean", c.statistic, math.nan, abs(shift), bp.mean, bp.mean + shift * sd)
+                    t = Test(name, "", finding, delta, adjusted_p=math.nan, alarm=True)
+                    by_name[name].sequential = {
+                        "threshold": c.h,
+                        "arl0_rows": c.arl0,
+                        "expected_delay_rows": {f"{m:g} x minimum": c.expected_delay(m * delta) for m in (1.5, 2, 4)},
+                    }
+                    out.append((by_name[name], t))
+                    c.reset()
+            self._cursor[vs.version_id] = start
+        return out
+
+    def _record(
+        self, model: str, vs: VersionStatus, fs: FeatureStatus, t: Test, config: MonitorConfig, now: datetime
+    ) -> Anomaly:
+        f = t.finding
+        priority = "high" if f.effect >= config.high_priority_factor * t.min_shift else "medium"
+        base_v, live_v = f.baseline, f.live
+        evidence = {
+            "adjusted_p": t.adjusted_p,
+            "family_alpha": vs.family_alpha,
+            "hypotheses": vs.hypotheses,
+            "window": [vs.window_start.isoformat(), vs.window_end.isoformat()],
+            "baseline_source": vs.baseline,
+            "baseline": fs.baseline,
+            "live": fs.live,
+            "psi": fs.psi,
+            "new_categories": fs.new_categories,
+            "issues": vs.issues,
+            "sequential": fs.sequential if f.test == "cusum_mean" else None,
+        }
+        row = {
+            "model_name": model,
+            "version_id": vs.version_id,
+            "feature": t.feature,
+            "segment": t.segment,
+            "test": f.test,
+            "statistic": _finite(f.statistic) or 0.0,
+            "p_value": _finite(f.p_value),
+            "effect": _finite(f.effect) or 0.0,
+            "min_shift": t.min_shift,
+            "baseline_value": _finite(base_v),
+            "live_value": _finite(live_v),
+            "live_rows": fs.live_rows,
+            "priority": priority,
+            "detected_at": now,
+            "evidence": json_safe(evidence),
+        }
+        with self.db.begin() as conn:
+            aid = conn.execute(insert(anomalies).values(**row)).inserted_primary_key[0]  # type: ignore[index]
+        return self._anomaly({**row, "id": aid}, None)
+
+    def anomalies(self, model: str, *, open_only: bool = False, limit: int = 200) -> list[Anomaly]:
+        q = (
+            select(anomalies, anomaly_resolutions.c.at.label("resolved_at"))
+            .outerjoin(anomaly_resolutions, anomaly_resolutions.c.anomaly_id == anomalies.c.id)
+            .where(anomalies.c.model_name == model)
+            .order_by(anomalies.c.id.desc())
+            .limit(limit)
+        )
+        if open_only:
+            q = q.where(anomaly_resolutions.c.anomaly_id.is_(None))
+        with self.db.connect() as conn:
+            return [self._anomaly(dict(r), r["resolved_at"]) for r in conn.execute(q).mappings()]
+
+    def resolve(self, anomaly_id: int, *, reason: str, actor: str | None = None) -> Anomaly:
+        with self.db.begin() as conn:
+            row = conn.execute(select(anomalies).where(anomalies.c.id == anomaly_id)).mappings().first()
+            if row is None:
+                raise NotFoundError(f"no anomaly {anomaly_id}", hint="see 'tether monitor anomalies NAME'")
+            done = conn.execute(
+                select(anomaly_resolutions.c.at).where(anomaly_resolutions.c.anomaly_id == anomaly_id)
+            ).first()
+            if done is None:
+                conn.execute(
+                    insert(anomaly_resolutions).values(
+                        anomaly_id=anomaly_id,
+                        at=self.clock.now(),
+                        actor=actor or self.registry.settings.actor,
+                        reason=reason,
+                    )
+                )
+        return next(a for a in self.anomalies(row["model_name"], limit=10_000) if a.id == anomaly_id)
+
+    @staticmethod
+    def _anomaly(row: dict[str, Any], resolved_at: datetime | None) -> Anomaly:
+        return Anomaly(
+            id=int(row["id"]),
+            model=row["model_name"],
+            version_id=row["version_id"],
+            feature=row["feature"],
+            segment=row["segment"],
+            test=row["test"],
+            statistic=row["statistic"],
+            p_value=row["p_value"],
+            effect=row["effect"],
+            min_shift=row["min_shift"],
+            baseline_value=row["baseline_value"],
+            live_value=row["live_value"],
+            live_rows=int(row["live_rows"]),
+            priority=row["priority"],
+            detected_at=row["detected_at"],
+            evidence=row["evidence"],
+            resolved_at=resolved_at,
+        )
+
+
+def _feature_status(
+    name: str,
+    seg: str,
+    bp: NumericProfile | CategoricalProfile,
+    lp: NumericProfile | CategoricalProfile,
+    config: MonitorConfig,
+    spark: list[float],
+) -> FeatureStatus:
+    shifts = config.min_shift_for(name)
+    n_live = lp.count + lp.missing
+    tests: list[Test] = []
+    enough = n_live >= config.min_rows
+    if isinstance(bp, NumericProfile) and isinstance(lp, NumericProfile):
+        if enough:
+            for f in (missing_test(bp, lp), mean_shift_test(bp, lp), ks_sketch_test(bp, lp)):
+                tests.append(Test(name, seg, f, getattr(shifts, SHIFT_OF[f.test])))
+        return FeatureStatus(
+            name,
+            seg,
+            "numeric",
+            n_live,
+            {
+                "mean": bp.mean,
+                "sd": math.sqrt(bp.variance) if bp.count > 1 else None,
+                "missing": bp.missing_ratio,
+                "p50": bp.quantile(0.5),
+            },
+            {
+                "mean": lp.mean if lp.count else None,
+                "sd": math.sqrt(lp.variance) if lp.count > 1 else None,
+                "missing": lp.missing_ratio,
+                "p50": lp.quantile(0.5) if lp.count else None,
+            },
+            tests,
+            spark,
+            psi(bp, lp) if bp.count and lp.count else None,
+        )
+    if isinstance(bp, CategoricalProfile) and isinstance(lp, CategoricalProfile):
+        if enough:
+            for f in (missing_test(bp, lp), categorical_test(bp, lp)):
+                tests.append(Test(name, seg, f, getattr(shifts, SHIFT_OF[f.test])))
+        top = bp.counts.most_common(1)[0][0] if bp.counts else None
+        return FeatureStatus(
+            name,
+            seg,
+            "categorical",
+            n_live,
+            {
+                "top": top,
+                "top_share": bp.counts[top] / bp.count if top and bp.count else None,
+                "missing": bp.missing_ratio,
+                "categories": len(bp.counts),
+            },
+            {
+                "top_share": lp.counts.get(top, 0) / lp.count if top and lp.count else None,
+                "missing": lp.missing_ratio,
+                "categories": len(lp.counts),
+            },
+            tests,
+            spark,
+            new_categories=sorted(set(lp.counts) - set(bp.counts))[:20],
+        )
+    # The baseline and the live profile disagree on the kind: the feature's type changed.
+    return FeatureStatus(name, seg, "changed type", n_live, {}, {}, [], spark)
+
+
+def _sparks(per_slice: dict[datetime, DatasetProfile]) -> dict[str, list[float]]:
+    """Per feature, the live mean (numeric) or the top category's share, slice by slice."""
+    out: dict[str, list[float]] = {}
+    for start in sorted(per_slice)[-SPARK_SLICES:]:
+        for name, p in per_slice[start].features.items():
+            if isinstance(p, NumericProfile):
+                out.setdefault(name, []).append(p.mean if p.count else math.nan)
+            else:
+                top = p.counts.most_common(1)
+                out.setdefault(name, []).append(top[0][1] / p.count if top and p.count else math.nan)
+    return out
+
+
+Pair = tuple[str, DatasetProfile, DatasetProfile, dict[str, list[float]]]
+
+
+def assess(pairs: list[Pair], config: MonitorConfig) -> tuple[list[FeatureStatus], float, int]:
+    """Test every feature of each (segment, baseline, live, sparklines); Holm across all at the budgeted level.
+
+    Returns the feature statuses (tests marked ``alarm``), the family level used and the number of tests.
+    """
+    statuses: list[FeatureStatus] = []
+    for seg, ref, live, sparks in pairs:
+        for name, lp in live.features.items():
+            bp = ref.features.get(name)
+            if bp is None or (seg and seg.split("=", 1)[0] == name):  # a segment's own column is constant
+                continue
+            fs = _feature_status(name, seg, bp, lp, config, sparks.get(name, []))
+            fs.profiles = (bp, lp)
+            statuses.append(fs)
+    tests = [t for fs in statuses for t in fs.tests]
+    units = len({(fs.feature, fs.segment) for fs in statuses})
+    alpha = config.family_alpha(max(1, units))
+    rejected, adjusted = holm([t.finding.p_value for t in tests], alpha)
+    for t, rej, adj in zip(tests, rejected, adjusted, strict=True):
+        t.adjusted_p = adj
+        t.alarm = rej and t.finding.effect >= t.min_shift
+    return statuses, alpha, len(tests)
+
+
+def _finite(v: float | None) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def json_safe(v: Any) -> Any:
+    """JSON-safe: non-finite floats become null (the database takes strict JSON only)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_safe(x) for x in v]
+    return v
