@@ -549,7 +549,7 @@ def serve(
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without API keys (development).")] = False,
     tick: Annotated[float, typer.Option(help="Seconds between rollout controller evaluations.")] = 5.0,
 ) -> None:
-    """Run the gateway, one instance process per routed version, and the rollout controller.
+    """Run the gateway, one instance process per routed version, the rollout controller and the drift watch.
 
     Example: tether serve --port 8080
     """
