@@ -5,7 +5,9 @@
 Starts `tether serve` (its own process, auth off) with the fraud model deployed, finds the instance's own
 address, and sends one-record prediction requests from this process:
   - 1 connection, alternating direct and gateway requests: p50 and p99 of each, and what the gateway adds;
-  - 32 connections: throughput direct and through the gateway, and their ratio.
+  - 32 connections: throughput direct and through the gateway, and their ratio;
+twice: with the drift watch profiling every request (the default), then switched off
+(`tether monitor set fraud` with `enabled: false`), and what the watch costs.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ async def _one(session: aiohttp.ClientSession, url: str, record: dict[str, objec
     return time.perf_counter() - t
 
 
-async def _bench(gateway: str, direct: str, records: list[dict[str, object]], n: int, connections: int) -> None:
+async def _bench(
+    gateway: str, direct: str, records: list[dict[str, object]], n: int, connections: int
+) -> dict[str, float]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         for _ in range(100):  # warm up both paths
             await _one(s, direct, records[0])
@@ -119,6 +123,7 @@ async def _bench(gateway: str, direct: str, records: list[dict[str, object]], n:
             f"{connections} connections, {n} requests each: direct {rd:,.0f}/s, gateway {rg:,.0f}/s, "
             f"ratio {rg / rd:.2f}"
         )
+        return {"added_p50": g50 - d50, "added_p99": g99 - d99, "ratio": rg / rd}
 
 
 def main() -> None:
@@ -128,30 +133,44 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tether-bench-gw-") as tmp:
         env, records = _setup(Path(tmp))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tether.cli", "serve", "--no-auth", "--port", "0"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            line = server.stdout.readline()
-            gateway = line.split("serving on ")[1].split()[0]
-            asyncio.run(_wait(gateway, records[0]))
-            instance = _instance_url(server.pid)
-            asyncio.run(
-                _bench(
-                    f"{gateway}/v1/models/fraud/predict",
-                    f"{instance}/predict",
-                    records,
-                    args.requests,
-                    args.connections,
-                )
+        results = {}
+        # The same gateway with the drift watch profiling every request, then with it switched off.
+        for label, enabled in (("drift watch on", True), ("drift watch off", False)):
+            config = Path(tmp) / "monitor.yaml"
+            config.write_text(f"enabled: {str(enabled).lower()}\n")
+            subprocess.run(
+                [sys.executable, "-m", "tether.cli", "monitor", "set", "fraud", "--config", str(config)],
+                env=env,
+                check=True,
+                capture_output=True,
             )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+            print(f"-- {label}")
+            results[label] = _serve_and_bench(env, records, args.requests, args.connections)
+        on, off = results["drift watch on"], results["drift watch off"]
+        print(
+            f"drift watch cost: p50 {on['added_p50'] - off['added_p50']:+.2f} ms, "
+            f"p99 {on['added_p99'] - off['added_p99']:+.2f} ms, "
+            f"throughput ratio {on['ratio']:.2f} vs {off['ratio']:.2f}"
+        )
+
+
+def _serve_and_bench(env: dict[str, str], records: list[dict[str, object]], n: int, connections: int) -> dict:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "serve", "--no-auth", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        gateway = line.split("serving on ")[1].split()[0]
+        asyncio.run(_wait(gateway, records[0]))
+        instance = _instance_url(server.pid)
+        return asyncio.run(_bench(f"{gateway}/v1/models/fraud/predict", f"{instance}/predict", records, n, connections))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 async def _wait(gateway: str, record: dict[str, object]) -> None:

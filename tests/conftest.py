@@ -184,3 +184,17 @@ def store_files(settings: Settings) -> list[Path]:
     """Every blob file and temporary file in a local store."""
     root = settings.home / "blobs"
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def instance_pids(home: Path) -> list[int]:
+    """Model instance processes still running for the store at ``home`` (read from /proc)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            env = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"tether.serving.worker" in cmd and f"TETHER_HOME={Path(home).absolute()}".encode() in env:
+            found.append(int(proc.name))
+    return found

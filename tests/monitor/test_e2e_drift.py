@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tests.conftest import _load_example
+from tests.conftest import _load_example, instance_pids
 from tether.api.server import Server
 from tether.monitor.config import MonitorConfig
 from tether.monitor.watch import Watch
@@ -126,24 +126,9 @@ def test_an_age_shift_is_flagged_shadowed_to_a_diagnostic_instance_and_live_user
     assert table.champion == v1.id and table.canary is None and table.shadow == v2.id and table.shadow_bp == 10_000
     assert got and got[0]["event"] == "drift_anomaly" and got[0]["feature"] == "customer_age"
     assert versions_seen == {v1.id}, "a live user was answered by another version"
-    assert _workers_of(settings.home) == [], "instance processes outlived the server"
+    assert instance_pids(settings.home) == [], "instance processes outlived the server"
     reg.close()
 
-
-def _workers_of(home):
-    """Instance processes still running for this store (the diagnostic one was starting at shutdown)."""
-    from pathlib import Path
-
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-            env = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"tether.serving.worker" in cmd and f"TETHER_HOME={Path(home).absolute()}".encode() in env:
-            found.append(int(proc.name))
-    return found
 
 
 def test_a_high_priority_anomaly_holds_or_rolls_back_a_running_rollout(settings, project):

@@ -560,12 +560,18 @@ def serve(
     server = Server(settings(), host=host, port=port, auth=not no_auth, tick_seconds=tick)
 
     async def run() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # systemd and Kubernetes stop with SIGTERM
+            loop.add_signal_handler(sig, stop.set)
         await server.start()
         console.print(f"tether serving on {server.url} (auth {'off' if no_auth else 'on'}); Ctrl-C stops")
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
-            await server.stop()
+            await server.stop()  # stops the instances, writes the last profile slices
 
     try:
         asyncio.run(run())

@@ -92,6 +92,8 @@ class LocalRuntime:
             "TETHER_HOME": str(self.settings.home.absolute()),
             "TETHER_DATABASE_URL": self.settings.database_url or "",
             "TETHER_BLOB_URL": self.settings.blob_url or "",
+            # The instance stops by itself if this process dies without stopping it (SIGKILL, a crash).
+            "TETHER_PARENT_PID": str(os.getpid()),
             # Each instance is its own process; a thread pool per process sized to the host's cores makes n
             # instances oversubscribe the CPU n-fold (OpenMP threads spin while they wait: scikit-learn's
             # gradient boosting served 8 requests/s on two loaded cores that way, against ~50 single-threaded).

@@ -73,9 +73,23 @@ async def serve(version: str, port: int, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(stop))
     await stop.wait()
+    orphan_watch.cancel()
     await runner.cleanup()
     model.close()
+
+
+async def _stop_when_orphaned(stop: asyncio.Event, every: float = 1.0) -> None:
+    """Stop once the serving process that started this instance is gone (it was killed without stopping us)."""
+    parent = os.environ.get("TETHER_PARENT_PID")
+    if not parent:
+        return
+    while not stop.is_set():
+        await asyncio.sleep(every)
+        if os.getppid() != int(parent):  # re-parented: the gateway process died
+            print("tether: the serving process is gone; stopping", file=sys.stderr, flush=True)
+            stop.set()
 
 
 def main(argv: list[str] | None = None) -> None:
