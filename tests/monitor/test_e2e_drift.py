@@ -130,7 +130,6 @@ def test_an_age_shift_is_flagged_shadowed_to_a_diagnostic_instance_and_live_user
     reg.close()
 
 
-
 def test_a_high_priority_anomaly_holds_or_rolls_back_a_running_rollout(settings, project):
     reg = Registry.open(settings)
     v1 = project.register(reg)
