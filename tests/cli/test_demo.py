@@ -17,3 +17,5 @@ def test_demo_runs_start_to_end(tmp_path, capsys, monkeypatch):
     assert "-> rolled_back" in out and "latency_p99" in out
     assert "refused:" in out and "refused by the database" in out
     assert ": bug" not in out
+    assert "flagged after" in out and "shadow fraud/2 at 100%" in out
+    assert "tether audit verify -> verifies" in out and "verifies: True" in out and "matches" in out

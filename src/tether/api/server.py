@@ -18,6 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
+from tether.audit.bridge import Bridge
+from tether.audit.log import AuditLog
+from tether.audit.sink import AuditSink
 from tether.core.clock import Clock, SystemClock
 from tether.core.errors import TetherError
 from tether.core.settings import Settings
@@ -57,9 +60,25 @@ class Server:
         self.runtime = CompositeRuntime(LocalRuntime(settings, on_crash=self._crashed), UrlRuntime())
         self.keys = KeyRing(self.registry.store.db) if auth else None
         self.profiler = LiveProfiler(self.registry, clock=self.clock)
+        self.audit: AuditSink | None = None
+        if settings.audit:
+            log = AuditLog(settings)
+            bridge = Bridge(self.registry, log) if log.writer else None
+            self.audit = AuditSink(
+                log,
+                policy=settings.audit_payload,
+                redact=tuple(settings.audit_redact),
+                before_seal=bridge.sync if bridge is not None else None,
+            )
         self.watch = Watch(self.registry, clock=self.clock)
         self.gateway = Gateway(
-            self.registry, self.metrics, self.runtime, keys=self.keys, clock=self.clock, profiler=self.profiler
+            self.registry,
+            self.metrics,
+            self.runtime,
+            keys=self.keys,
+            clock=self.clock,
+            profiler=self.profiler,
+            audit=self.audit,
         )
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
         self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
@@ -93,6 +112,8 @@ class Server:
             asyncio.create_task(self.profiler.run()),
             asyncio.create_task(self._monitor_loop()),
         ]
+        if self.audit is not None:
+            self._tasks += [asyncio.create_task(self.audit.run()), asyncio.create_task(self.audit.seal_every(2.0))]
 
     def refresh(self) -> None:
         self.gateway.refresh_routing()
@@ -281,6 +302,8 @@ class Server:
             await asyncio.wait(self.notifications, timeout=5)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.audit is not None:
+            await self.audit.close()  # seals what the write-ahead log holds
         await self.runtime.close()
         self.registry.close()
 

@@ -45,6 +45,10 @@ monitor_app = typer.Typer(
     help="Drift watch: baseline profiles, live feature drift, anomalies and what they trigger.", no_args_is_help=True
 )
 app.add_typer(monitor_app, name="monitor")
+audit_app = typer.Typer(
+    help="The audit trail: verify, query, trace and replay logged predictions.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="API keys for the gateway (roles: client, viewer, deployer, admin).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -1069,6 +1073,117 @@ def monitor_baseline(
             top = ", ".join(f"{c} {n / p.count:.2f}" for c, n in p.counts.most_common(3)) if p.count else "-"
             t.add_row(name, "categorical", f"{p.count:,}", _num(p.missing_ratio), top, f"{len(p.counts)} categories")
     console.print(t)
+
+
+# ----------------------------------------------------------------------------------------------------------
+def _audit_log() -> Any:
+    """The audit log, with the decisions recorded since the last seal (alias, gate, rollout, anomaly) copied in."""
+    from tether.audit.bridge import Bridge
+    from tether.audit.log import AuditLog
+
+    log = AuditLog(settings())
+    if log.writer:
+        with registry() as reg:
+            Bridge(reg, log).sync()
+    return log
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute every record's leaf and the Merkle tree from the Parquet segments; check every checkpoint.
+
+    Exit 1 when anything fails; every problem is listed with how far verification got.
+
+    Example: tether audit verify
+    """
+    with _audit_log() as log:
+        log.seal()  # what the write-ahead log holds is checked too
+        r = log.verify()
+    console.print(
+        f"{r.records:,} records in {r.segments} segments, {r.checkpoints} signed checkpoints; "
+        f"verified through record {r.verified_through}"
+    )
+    if r.ok:
+        console.print("[green]the audit log verifies[/green]: every record hashes to its leaf, every root matches")
+        return
+    for p in r.problems:
+        console.print(f"  [red]FAIL[/red] {p}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("query")
+def audit_query(
+    sql: Annotated[str, typer.Argument(help="SQL over the view 'records' (DuckDB).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
+) -> None:
+    """Query the sealed audit records with SQL (DuckDB over the Parquet segments).
+
+    Example: tether audit query "SELECT kind, count(*) FROM records GROUP BY kind"
+    """
+    with _audit_log() as log:
+        log.seal()
+        names, rows = log.query(sql)
+    if as_json:
+        console.print_json(json.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str))
+        return
+    t = Table(*names, box=box.SIMPLE_HEAD)
+    for r in rows:
+        t.add_row(*(v.hex()[:16] + "…" if isinstance(v, bytes) else str(v) for v in r))
+    console.print(t)
+
+
+@audit_app.command("trace")
+def audit_trace(trace_id: Annotated[str, typer.Argument(help="A trace id (X-Tether-Trace of a response).")]) -> None:
+    """A record with its inclusion proof against the latest signed checkpoint, and its version's triad.
+
+    Example: tether audit trace 0192f0c4e7a37c1e9d0b6c1f2a3b4c5d
+    """
+    with _audit_log() as log:
+        log.seal()
+        found = log.trace(trace_id)
+    rec = found["record"]
+    console.print_json(json.dumps({k: v for k, v in rec.items() if k != "payload"}, default=str))
+    cp = found["checkpoint"]
+    console.print(f"leaf {found['leaf']} at index {rec['seq']} of {cp['tree_size']} (checkpoint {cp['file']})")
+    console.print(f"inclusion proof: {len(found['proof'])} hashes, verifies: {found['proof_verifies']}")
+    if rec["version_id"]:
+        with registry() as reg:
+            mv = reg.get(rec["version_id"])
+        console.print(f"version {mv.ref}: code {short(mv.code.digest)} (commit {mv.code.commit_sha[:12]}), "
+                      f"data {short(mv.data.digest)}, weights {short(mv.weights.digest)}")  # fmt: skip
+
+
+@audit_app.command("replay")
+def audit_replay(trace_id: Annotated[str, typer.Argument(help="The trace id of a logged prediction.")]) -> None:
+    """Load the exact version that answered (verified), rerun the logged input, compare the output digest.
+
+    Exit 1 when the outputs differ.
+
+    Example: tether audit replay 0192f0c4e7a37c1e9d0b6c1f2a3b4c5d
+    """
+    from tether.audit.replay import replay
+
+    with registry() as reg, _audit_log() as log:
+        log.seal()
+        r = replay(reg, log, trace_id)
+    console.print(
+        f"{trace_id}: {r['version']} rerun on the logged input; output digest {r['replayed_output_digest'][:16]}… "
+        f"{'matches' if r['matches'] else 'DIFFERS FROM'} the logged {r['logged_output_digest'][:16]}…"
+    )
+    if not r["matches"] or not r["triad_matches"]:
+        raise typer.Exit(1)
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Seal what the write-ahead log holds into a segment with a signed checkpoint now (the server does it every 2 s).
+
+    Example: tether audit seal
+    """
+    with _audit_log() as log:
+        n = log.seal()
+        size = log.tree.size
+    console.print(f"sealed {n} record(s); the log holds {size:,}")
 
 
 @app.command()

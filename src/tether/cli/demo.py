@@ -259,12 +259,17 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
         _step("8. Drift watch: a marketing campaign brings younger customers")
         _drift(reg, project, settings, root)
 
+        _step("9. The audit trail: every prediction on disk before its answer, under a signed Merkle tree")
+        _audit(reg, settings)
+
     _step("Next")
     console.print("  (run these with the virtual environment active: source .venv/bin/activate)")
     h = f"--home {store_home}"
     console.print(f"  tether {h} serve --no-auth     # then, in another terminal:")
     console.print(f"  tether {h} rollout status fraud --watch 2")
     console.print(f"  tether {h} monitor status fraud")
+    console.print(f"  tether {h} audit verify")
+    console.print(f'  tether {h} audit query "SELECT version_id, count(*) FROM records GROUP BY 1"')
     console.print(f"  tether {h} monitor anomalies fraud --all")
     console.print(f"  tether {h} versions fraud")
     console.print(f"  tether {h} gate list fraud")
@@ -475,3 +480,43 @@ def _drift(reg: Registry, project: Path, settings: Settings, root: Path) -> None
     report = root / "drift-report.html"
     report.write_text(html_report(watch, "fraud"))
     console.print(f"  HTML report (baseline against live per feature): {report}")
+
+
+def _audit(reg: Registry, settings: Settings) -> None:
+    from tether.audit.bridge import Bridge
+    from tether.audit.log import AuditLog
+    from tether.audit.replay import replay
+
+    with AuditLog(settings) as log:
+        Bridge(reg, log).sync()  # alias moves, gate verdicts, rollout decisions, anomalies
+        log.seal()
+        report = log.verify()
+        _, rows = log.query(
+            "SELECT version_id, count(*) AS n FROM records WHERE kind = 'prediction' GROUP BY 1 ORDER BY n DESC"
+        )
+        _, kinds = log.query("SELECT kind, count(*) FROM records WHERE kind <> 'prediction' GROUP BY 1 ORDER BY 1")
+        _, last = log.query("SELECT trace_id FROM records WHERE kind = 'prediction' ORDER BY seq DESC LIMIT 1")
+        checkpoints = log.checkpoints()
+        console.print(
+            f"  {report.records:,} records in {report.segments} Parquet segments, {len(checkpoints)} signed "
+            f"checkpoints; root {checkpoints[-1]['root'][:16]}… at size {checkpoints[-1]['tree_size']:,}"
+            if checkpoints
+            else "  the audit log is empty"
+        )
+        for vid, n in rows:
+            console.print(f"    {reg.get(vid).ref}: {n:,} predictions")
+        console.print("    decisions: " + ", ".join(f"{n} {kind}" for kind, n in kinds))
+        verdict = "[green]verifies[/green]" if report.ok else f"[red]FAILS[/red]: {report.problems[:3]}"
+        console.print(f"  $ tether audit verify -> {verdict} (every leaf recomputed, every checkpoint checked)")
+        if last:
+            trace = last[0][0]
+            found = log.trace(trace)
+            r = replay(reg, log, trace)
+            console.print(
+                f"  $ tether audit trace {trace} -> record {found['record']['seq']}, inclusion proof of "
+                f"{len(found['proof'])} hashes verifies: {found['proof_verifies']}"
+            )
+            console.print(
+                f"  $ tether audit replay {trace} -> {r['version']} reloaded (verified), output digest "
+                f"{r['replayed_output_digest'][:16]}… {'matches' if r['matches'] else '[red]DIFFERS[/red]'}"
+            )

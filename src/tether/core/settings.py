@@ -66,6 +66,18 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
     )
+    audit: bool = Field(
+        default=True,
+        description="Write every prediction to the audit log (answered only once its record is on disk).",
+    )
+    audit_payload: str = Field(
+        default="full",
+        pattern="^(full|hashed|redact)$",
+        description="What the audit log keeps of inputs and outputs: full, hashed (digests only) or redact.",
+    )
+    audit_redact: list[str] = Field(
+        default_factory=list, description="With audit_payload=redact: the field names replaced by their digest."
+    )
     worker_threads: int = Field(
         default=1,
         description="Native threads (OpenMP, BLAS) per model instance. One serves single requests fastest and keeps "

@@ -23,6 +23,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from tether.audit.log import AuditRecord, digest_of
+from tether.audit.sink import AuditSink
 from tether.core.clock import Clock, SystemClock
 from tether.core.ids import TraceIdGenerator
 from tether.monitor.live import LiveProfiler
@@ -49,6 +51,7 @@ class Gateway:
         keys: KeyRing | None = None,
         clock: Clock | None = None,
         profiler: LiveProfiler | None = None,
+        audit: AuditSink | None = None,
         max_body_bytes: int = 4 << 20,
         timeout: float = 10.0,
     ) -> None:
@@ -58,6 +61,8 @@ class Gateway:
         self.keys = keys
         self.clock = clock or SystemClock()
         self.profiler = profiler
+        self.audit = audit
+        self._triads: dict[str, tuple[str, str, str]] = {}
         self.ids = TraceIdGenerator(self.clock)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_body_bytes = max_body_bytes
@@ -191,6 +196,12 @@ class Gateway:
             task.add_done_callback(self.shadow_tasks.discard)
         if error is not None:
             return _error(status, str(result), trace, version=route.version_id)
+        if self.audit is not None:
+            try:
+                await self._audit(trace, model, route.version_id, now, records, result)
+            except Exception as e:  # not on disk: the answer is not given either
+                self.rejected[(model, "audit_unavailable")] += 1
+                return _error(503, f"the audit log could not record this prediction: {e}", trace)
         self._remember(trace, model, route.version_id, route.arm, now, result)
         # Splice the instance's {"outputs": [...]} into the answer instead of decoding and re-encoding it.
         head = b'{"trace_id":"' + trace.encode() + b'","version":"' + route.version_id.encode() + b'",'
@@ -248,6 +259,30 @@ class Gateway:
             records=0,
             error=error,
         )
+
+    async def _audit(
+        self, trace: str, model: str, version_id: str, at: datetime, records: list[Any], result: bytes
+    ) -> int:
+        assert self.audit is not None
+        triad = self._triads.get(version_id)
+        if triad is None:
+            mv = self.registry.get(version_id)
+            triad = self._triads[version_id] = (mv.code.digest, mv.data.digest, mv.weights.digest)
+        outputs = orjson.loads(result)["outputs"]
+        rec = AuditRecord(
+            kind="prediction",
+            trace_id=trace,
+            at=at,
+            model=model,
+            version_id=version_id,
+            code_digest=triad[0],
+            data_digest=triad[1],
+            weights_digest=triad[2],
+            input_digest=digest_of(records),
+            output_digest=digest_of(outputs),
+            payload=self.audit.payload({"input": records, "output": outputs}),
+        )
+        return await self.audit.record(rec)
 
     def _remember(self, trace: str, model: str, version: str, arm: str, at: datetime, outputs: bytes) -> None:
         # The raw answer is kept and decoded only if feedback arrives (most predictions never get a label).

@@ -1,0 +1,85 @@
+"""Decisions onto the trail: alias moves, gate verdicts, rollout decisions and drift anomalies.
+
+Those are written first to their own insert-only tables by the registry, the gate, the controller and the
+drift watch (layers below the audit log, which must not depend on it). `sync` copies every row not yet on the
+trail into it, in each table's order, as a record whose trace id names its source row (``alias_events:17``),
+so copying again never duplicates: what is on the trail is read back from the sealed segments, and what was
+appended since the last seal is remembered. `tether serve` syncs before every seal; `tether audit seal` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, select
+
+from tether.audit.log import AuditLog, AuditRecord, digest_of
+from tether.registry import Registry
+from tether.store.tables import alias_events, anomalies, gate_reports, rollout_events, rollouts
+
+SOURCES: list[tuple[str, Table, str, Any]] = [
+    ("alias", alias_events, "at", alias_events.c.id),
+    ("gate", gate_reports, "created_at", gate_reports.c.created_at),
+    ("rollout", rollout_events, "at", rollout_events.c.id),
+    ("anomaly", anomalies, "detected_at", anomalies.c.id),
+]
+
+
+class Bridge:
+    def __init__(self, registry: Registry, log: AuditLog) -> None:
+        self.registry, self.log = registry, log
+        _, rows = log.query("SELECT trace_id FROM records WHERE kind IN ('alias', 'gate', 'rollout', 'anomaly')")
+        self.done: set[str] = {r[0] for r in rows}
+        self._triads: dict[str, tuple[str, str, str]] = {}
+
+    def sync(self) -> int:
+        """Append every decision row not yet on the trail; returns how many."""
+        new = list(self._pending())
+        if new:
+            self.log.append_many(new)
+            self.done.update(r.trace_id for r in new)
+        return len(new)
+
+    def _triad(self, version_id: str | None) -> tuple[str, str, str]:
+        if not version_id:
+            return ("", "", "")
+        t = self._triads.get(version_id)
+        if t is None:
+            mv = self.registry.get(version_id)
+            t = self._triads[version_id] = (mv.code.digest, mv.data.digest, mv.weights.digest)
+        return t
+
+    def _pending(self) -> Iterator[AuditRecord]:
+        with self.registry.store.db.connect() as conn:
+            models = {r.id: (r.model_name, r.candidate_id) for r in conn.execute(select(rollouts))}
+            for kind, table, at_col, order in SOURCES:
+                for row in conn.execute(select(table).order_by(order)).mappings():
+                    trace = f"{table.name}:{row['id']}"
+                    if trace in self.done:
+                        continue
+                    payload = {str(k): _plain(v) for k, v in row.items()}  # keys may be str subclasses
+                    if kind == "rollout":
+                        model, version = models.get(row["rollout_id"], ("", ""))
+                    elif kind == "gate":
+                        model, version = row["model_name"], row["candidate_id"]
+                    else:
+                        model, version = row["model_name"], row["version_id"] or ""
+                    code, data, weights = self._triad(version)
+                    yield AuditRecord(
+                        kind=kind,
+                        trace_id=trace,
+                        at=row[at_col],
+                        model=model,
+                        version_id=version,
+                        code_digest=code,
+                        data_digest=data,
+                        weights_digest=weights,
+                        input_digest=digest_of(payload),
+                        payload=payload,
+                    )
+
+
+def _plain(v: Any) -> Any:
+    return v.isoformat() if isinstance(v, datetime) else v

@@ -1,0 +1,420 @@
+"""The audit log: records acknowledged through a write-ahead log, sealed into Parquet segments under a Merkle tree.
+
+Layout under ``$TETHER_HOME/audit``::
+
+    wal/<first seq>.wal            the open write-ahead log (group commit; see `tether.audit.wal`)
+    segments/<first>-<last>.parquet  sealed records, zstd Parquet, one row per record with its leaf hash
+    checkpoints/<tree size>.json   tree size, root hash, time, signed with the store's Ed25519 key
+
+`append` returns a record's sequence number once it is on disk. `seal` moves everything in the write-ahead log
+into a new segment, appends each record's leaf hash (RFC 9162: SHA-256(0x00 || canonical record bytes), the
+sequence number included, so order is bound too) to the tree and signs a checkpoint of the new root; only then
+is the old write-ahead file removed. Opening the log rebuilds the tree from the segments and seals whatever a
+crash left in write-ahead files, so an acknowledged record is never lost and never sealed twice.
+
+`verify` recomputes every leaf from the Parquet rows and the tree from the leaves, and checks every
+checkpoint's root and signature: a changed byte, a deleted, reordered or inserted record, a checkpoint that was
+altered or removed, or a wrong key is reported by name, with how far verification got.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tether.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
+from tether.audit.wal import WriteAheadLog, scan
+from tether.core import InvalidInputError, NotFoundError, Settings, SigningKey, TetherError
+from tether.core.signing import verify_signature
+
+KINDS = ("prediction", "llm", "alias", "gate", "rollout", "anomaly", "cache")
+FIELDS = (
+    "kind",
+    "trace_id",
+    "at",
+    "model",
+    "version_id",
+    "code_digest",
+    "data_digest",
+    "weights_digest",
+    "input_digest",
+    "output_digest",
+    "payload",
+)
+SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("kind", pa.string()),
+        ("trace_id", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("model", pa.string()),
+        ("version_id", pa.string()),
+        ("code_digest", pa.string()),
+        ("data_digest", pa.string()),
+        ("weights_digest", pa.string()),
+        ("input_digest", pa.string()),
+        ("output_digest", pa.string()),
+        ("payload", pa.string()),  # canonical JSON, as the payload policy left it
+        ("leaf", pa.binary(32)),
+    ]
+)
+
+
+def digest_of(value: Any) -> str:
+    """SHA-256 of a JSON value's canonical bytes (sorted keys): the digest of an input or an output."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def apply_policy(payload: dict[str, Any], policy: str, redact: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """``full`` keeps the payload, ``hashed`` keeps none of it (the digests stay), ``redact`` replaces the named
+    top-level fields of each record by their digest."""
+    if policy == "full":
+        return payload
+    if policy == "hashed":
+        return None
+    if policy == "redact":
+
+        def scrub(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: (f"redacted:{digest_of(x)[:16]}" if k in redact else scrub(x)) for k, x in v.items()}
+            if isinstance(v, list):
+                return [scrub(x) for x in v]
+            return v
+
+        out: dict[str, Any] = scrub(payload)
+        return out
+    raise InvalidInputError(f"unknown payload policy {policy!r}", hint="use full, hashed or redact")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    kind: str
+    trace_id: str
+    at: datetime
+    model: str = ""
+    version_id: str = ""
+    code_digest: str = ""
+    data_digest: str = ""
+    weights_digest: str = ""
+    input_digest: str = ""
+    output_digest: str = ""
+    payload: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InvalidInputError(f"unknown audit record kind {self.kind!r}", hint=f"one of {', '.join(KINDS)}")
+        if self.at.tzinfo is None:
+            raise InvalidInputError("audit record times must be timezone-aware")
+
+    def to_json(self) -> dict[str, Any]:
+        d = {f: getattr(self, f) for f in FIELDS}
+        d["at"] = self.at.astimezone(UTC).isoformat(timespec="microseconds")
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AuditRecord:
+        return cls(**{**d, "at": datetime.fromisoformat(d["at"])})
+
+
+def canonical(seq: int, record: dict[str, Any]) -> bytes:
+    """The bytes a leaf hashes: the record's fields and its sequence number, sorted keys, no whitespace."""
+    return orjson.dumps({**record, "seq": seq}, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass
+class VerifyReport:
+    records: int = 0
+    segments: int = 0
+    checkpoints: int = 0
+    problems: list[str] = field(default_factory=list)
+    verified_through: int = -1  # the last sequence number up to which everything checked out
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class AuditLog:
+    def __init__(self, settings: Settings, *, root: Path | None = None) -> None:
+        self.root = root or settings.home / "audit"
+        key_path = settings.resolved_signing_key
+        if settings.signing_key is None and not key_path.exists():
+            # The store's default key, as 'tether init' would create it: checkpoints are never left unsigned.
+            SigningKey.generate().save(key_path)
+        self.key = SigningKey.load(key_path)
+        for sub in ("wal", "segments", "checkpoints"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # One writer per log: the first process to open it (tether serve) writes and seals; others (the CLI
+        # while a server runs) read the sealed segments only, and never touch the writer's files.
+        self._lock_file = open(self.root / "writer.lock", "a")  # noqa: SIM115 (closed in close())
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.writer = True
+        except BlockingIOError:
+            self.writer = False
+        self.tree = MerkleTree()
+        for seg in self.segments():
+            for leaf in pq.read_table(seg, columns=["leaf"]).column("leaf").to_pylist():
+                self.tree.append_hash(leaf)
+        self._lock = threading.Lock()  # one seal at a time; the WAL swap is short
+        self._wal: WriteAheadLog | None = None
+        self.recovered = 0
+        if self.writer:
+            # What a crash (or a stop without a seal) left in write-ahead files is sealed before anything new.
+            self.recovered = self._seal_files(sorted((self.root / "wal").glob("*.wal")))
+            self._wal = WriteAheadLog(self._wal_path(self.tree.size), first_sequence=self.tree.size)
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def _wal_path(self, first: int) -> Path:
+        return self.root / "wal" / f"{first:012d}.wal"
+
+    def append(self, record: AuditRecord) -> int:
+        """Durably log one record; returns its sequence number (acknowledged = on disk)."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: list[AuditRecord]) -> list[int]:
+        payloads = [orjson.dumps(r.to_json(), option=orjson.OPT_SORT_KEYS) for r in records]
+        while True:
+            wal = self._wal
+            if wal is None:
+                raise RuntimeError(
+                    "the audit log is closed" if self.writer else "the audit log is open for writing elsewhere"
+                )
+            try:
+                return wal.append_many(payloads)
+            except RuntimeError:
+                if wal.path.exists() and not wal._closed:  # a real failure, not a seal swapping the file
+                    raise
+                time.sleep(0.0005)  # a seal is swapping write-ahead files: retry on the new one
+
+    def seal(self) -> int:
+        """Move every acknowledged record into a new segment and sign a checkpoint; returns how many."""
+        with self._lock:
+            old = self._wal
+            if old is None:
+                if not self.writer:
+                    return 0  # another process (tether serve) writes this log and seals it every few seconds
+                raise RuntimeError("the audit log is closed")
+            if old.next_sequence == self.tree.size:
+                return 0  # nothing appended since the last seal (and the next file would have the same name)
+            old.close()  # appends from now on retry until the new file is in place; none is lost or reordered
+            self._wal = WriteAheadLog(self._wal_path(old.next_sequence), first_sequence=old.next_sequence)
+            return self._seal_files([old.path])
+
+    def _seal_files(self, paths: list[Path]) -> int:
+        rows: list[tuple[int, bytes]] = []
+        for p in sorted(paths):
+            rows.extend(scan(p)[0])
+        rows = [(s, b) for s, b in rows if s >= self.tree.size]  # sealed before a crash: not again
+        if rows:
+            rows.sort()
+            first = rows[0][0]
+            if first != self.tree.size:
+                raise TetherError(
+                    f"the write-ahead log starts at record {first} but the sealed log ends at {self.tree.size - 1}",
+                    hint="records are missing between the segments and the write-ahead log; run tether audit verify",
+                )
+            self._write_segment(rows)
+        for p in paths:
+            p.unlink(missing_ok=True)
+        return len(rows)
+
+    def _write_segment(self, rows: list[tuple[int, bytes]]) -> None:
+        cols: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+        leaves = []
+        for seq, raw in rows:
+            rec = orjson.loads(raw)
+            leaf = leaf_hash(canonical(seq, rec))
+            leaves.append(leaf)
+            cols["seq"].append(seq)
+            for f in FIELDS:
+                if f == "at":
+                    cols["at"].append(datetime.fromisoformat(rec["at"]))
+                elif f == "payload":
+                    cols["payload"].append(orjson.dumps(rec["payload"], option=orjson.OPT_SORT_KEYS).decode())
+                else:
+                    cols[f].append(rec[f])
+            cols["leaf"].append(leaf)
+        first, last = rows[0][0], rows[-1][0]
+        dest = self.root / "segments" / f"{first:012d}-{last:012d}.parquet"
+        tmp = dest.with_suffix(".tmp")
+        pq.write_table(pa.table(cols, schema=SCHEMA), tmp, compression="zstd")
+        _fsync_rename(tmp, dest)
+        for leaf in leaves:
+            self.tree.append_hash(leaf)
+        self._checkpoint(dest.name)
+
+    def _checkpoint(self, segment: str) -> None:
+        size, root = self.tree.size, self.tree.root().hex()
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        doc = {
+            "tree_size": size,
+            "root": root,
+            "time": at,
+            "segment": segment,
+            "public_key": self.key.public_key_hex,
+            "signature": self.key.sign(_checkpoint_message(size, root, at)),
+        }
+        dest = self.root / "checkpoints" / f"{size:012d}.json"
+        tmp = dest.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        _fsync_rename(tmp, dest)
+
+    def close(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+        if not self._lock_file.closed:
+            self._lock_file.close()  # releases the writer lock
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def segments(self) -> list[Path]:
+        return sorted((self.root / "segments").glob("*.parquet"))
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        out = []
+        for p in sorted((self.root / "checkpoints").glob("*.json")):
+            doc = orjson.loads(p.read_bytes())
+            doc["file"] = p.name
+            out.append(doc)
+        return out
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run SQL over the sealed records (the view ``records``) with DuckDB."""
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            files = [str(p) for p in self.segments()]
+            if files:
+                con.execute(f"CREATE VIEW records AS SELECT * FROM read_parquet({files!r})")
+            else:  # nothing sealed yet: an empty table with the same columns
+                con.register("records", SCHEMA.empty_table())
+            try:
+                rel = con.execute(sql)
+            except duckdb.Error as e:
+                raise InvalidInputError(
+                    f"the audit query failed: {e}", hint="query the view 'records'; see docs/audit.md"
+                ) from None
+            names = [d[0] for d in rel.description or []]
+            return names, rel.fetchall()
+        finally:
+            con.close()
+
+    def trace(self, trace_id: str) -> dict[str, Any]:
+        """A record by trace id with its inclusion proof against the latest checkpoint, verified."""
+        for seg in reversed(self.segments()):
+            table = pq.read_table(seg, filters=[("trace_id", "=", trace_id)])
+            if table.num_rows:
+                row = table.to_pylist()[0]
+                break
+        else:
+            raise NotFoundError(
+                f"no sealed audit record with trace id {trace_id}",
+                hint="records are sealed every few seconds; 'tether audit seal' seals now",
+            )
+        cps = self.checkpoints()
+        cp = cps[-1]
+        seq, size = int(row["seq"]), int(cp["tree_size"])
+        proof = self.tree.inclusion_proof(seq, size)
+        ok = verify_inclusion(seq, size, row["leaf"], proof, bytes.fromhex(cp["root"]))
+        return {
+            "record": {k: v for k, v in row.items() if k != "leaf"},
+            "leaf": row["leaf"].hex(),
+            "checkpoint": {k: cp[k] for k in ("tree_size", "root", "time", "file")},
+            "proof": [p.hex() for p in proof],
+            "proof_verifies": ok,
+        }
+
+    def verify(self) -> VerifyReport:
+        return verify_log(self.root, self.key.public_key_hex)
+
+
+def verify_log(root: Path, public_key_hex: str) -> VerifyReport:
+    """Recompute every leaf and root from the segments; check every checkpoint. Never stops at the first problem."""
+    report = VerifyReport()
+    tree = MerkleTree()
+    expected = 0
+    intact = True
+    for seg in sorted((root / "segments").glob("*.parquet")):
+        report.segments += 1
+        try:
+            rows = pq.read_table(seg).to_pylist()
+        except (OSError, pa.ArrowException) as e:
+            report.problems.append(f"segment {seg.name} is unreadable: {e}")
+            intact = False
+            continue
+        for row in rows:
+            seq = row["seq"]
+            if seq != expected:
+                what = "missing" if seq > expected else "out of order or inserted"
+                report.problems.append(f"{seg.name}: record {seq} where {expected} was expected ({what})")
+                intact = False
+            rec = {f: row[f] for f in FIELDS}
+            rec["at"] = row["at"].astimezone(UTC).isoformat(timespec="microseconds")
+            rec["payload"] = orjson.loads(row["payload"])
+            leaf = leaf_hash(canonical(seq, rec))
+            if leaf != row["leaf"]:
+                report.problems.append(f"{seg.name}: record {seq} was changed (its bytes no longer hash to its leaf)")
+                intact = False
+            tree.append_hash(leaf)
+            report.records += 1
+            expected = seq + 1
+            if intact:
+                report.verified_through = seq
+    sizes = set()
+    for p in sorted((root / "checkpoints").glob("*.json")):
+        report.checkpoints += 1
+        try:
+            cp = orjson.loads(p.read_bytes())
+            size, cp_root = int(cp["tree_size"]), str(cp["root"])
+        except (orjson.JSONDecodeError, KeyError, ValueError) as e:
+            report.problems.append(f"checkpoint {p.name} is unreadable: {e}")
+            continue
+        sizes.add(size)
+        if cp.get("public_key") != public_key_hex:
+            report.problems.append(f"checkpoint {p.name} is signed by another key ({str(cp.get('public_key'))[:16]}…)")
+        try:
+            verify_signature(public_key_hex, _checkpoint_message(size, cp_root, cp["time"]), cp["signature"],
+                             what=f"checkpoint {p.name}")  # fmt: skip
+        except TetherError:
+            report.problems.append(f"checkpoint {p.name}: the signature does not match its contents")
+        if size > tree.size:
+            report.problems.append(f"checkpoint {p.name} covers {size} records but the segments hold {tree.size}")
+        elif tree.root(size).hex() != cp_root:
+            report.problems.append(f"checkpoint {p.name}: the records no longer hash to its root (size {size})")
+    if tree.size and tree.size not in sizes:
+        report.problems.append(f"no checkpoint covers the last {tree.size} records (a checkpoint was removed?)")
+    return report
+
+
+def _checkpoint_message(size: int, root: str, at: str) -> bytes:
+    return f"tether-audit-checkpoint\n{size}\n{root}\n{at}\n".encode()
+
+
+def _fsync_rename(tmp: Path, dest: Path) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,49 @@
+"""Replay a logged prediction: load that exact version (verified), rerun the logged input, compare digests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from tether.audit.log import AuditLog, digest_of
+from tether.core import InvalidInputError
+from tether.registry import Registry
+
+
+def replay(registry: Registry, audit: AuditLog, trace_id: str) -> dict[str, Any]:
+    found = audit.trace(trace_id)
+    rec = found["record"]
+    if rec["kind"] != "prediction":
+        raise InvalidInputError(f"trace {trace_id} is a {rec['kind']} record; only predictions replay")
+    payload = orjson.loads(rec["payload"])
+    if not payload or "input" not in payload:
+        raise InvalidInputError(
+            f"trace {trace_id} was logged without its input (payload policy hashed or redact)",
+            hint="replay needs TETHER_AUDIT_PAYLOAD=full for the records to replay",
+        )
+    inputs = payload["input"]
+    if digest_of(inputs) != rec["input_digest"]:
+        raise InvalidInputError(f"the logged input of {trace_id} does not match its digest (redacted fields?)")
+    mv = registry.get(rec["version_id"])
+    triad = (mv.code.digest, mv.data.digest, mv.weights.digest)
+    logged = (rec["code_digest"], rec["data_digest"], rec["weights_digest"])
+    model = registry.load(mv.id)  # digests and signature verified before a byte is deserialised
+    try:
+        out = model.predict(pd.DataFrame.from_records(inputs))
+    finally:
+        model.close()
+    # Exactly as an instance answers (tether.serving.worker), then as the gateway digests it.
+    outputs = orjson.loads(out.to_json(orient="records"))
+    digest = digest_of(outputs)
+    return {
+        "trace_id": trace_id,
+        "version": mv.ref,
+        "triad_matches": triad == logged,
+        "logged_output_digest": rec["output_digest"],
+        "replayed_output_digest": digest,
+        "matches": digest == rec["output_digest"],
+        "outputs": outputs,
+        "inclusion_proof_verifies": found["proof_verifies"],
+    }
