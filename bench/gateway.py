@@ -6,8 +6,9 @@ Starts `tether serve` (its own process, auth off) with the fraud model deployed,
 address, and sends one-record prediction requests from this process:
   - 1 connection, alternating direct and gateway requests: p50 and p99 of each, and what the gateway adds;
   - 32 connections: throughput direct and through the gateway, and their ratio;
-twice: with the drift watch profiling every request (the default), then switched off
-(`tether monitor set fraud` with `enabled: false`), and what the watch costs.
+three times: with the drift watch and the audit log (the defaults), without the drift watch (`tether
+monitor set fraud` with `enabled: false`), and without the audit log too (`TETHER_AUDIT=false`), and what
+each costs.
 """
 
 from __future__ import annotations
@@ -134,8 +135,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tether-bench-gw-") as tmp:
         env, records = _setup(Path(tmp))
         results = {}
-        # The same gateway with the drift watch profiling every request, then with it switched off.
-        for label, enabled in (("drift watch on", True), ("drift watch off", False)):
+        # The same gateway with everything on (drift watch, audit log), then without the drift watch, then
+        # without the audit log's wait for the disk either.
+        for label, enabled, audit in (
+            ("drift watch on, audit on", True, True),
+            ("drift watch off", False, True),
+            ("drift watch off, audit off", False, False),
+        ):
             config = Path(tmp) / "monitor.yaml"
             config.write_text(f"enabled: {str(enabled).lower()}\n")
             subprocess.run(
@@ -145,13 +151,16 @@ def main() -> None:
                 capture_output=True,
             )
             print(f"-- {label}")
-            results[label] = _serve_and_bench(env, records, args.requests, args.connections)
-        on, off = results["drift watch on"], results["drift watch off"]
-        print(
-            f"drift watch cost: p50 {on['added_p50'] - off['added_p50']:+.2f} ms, "
-            f"p99 {on['added_p99'] - off['added_p99']:+.2f} ms, "
-            f"throughput ratio {on['ratio']:.2f} vs {off['ratio']:.2f}"
-        )
+            run_env = {**env, "TETHER_AUDIT": "true" if audit else "false"}
+            results[label] = _serve_and_bench(run_env, records, args.requests, args.connections)
+        labels = list(results)
+        for name, a, b in (("drift watch", labels[0], labels[1]), ("audit log", labels[1], labels[2])):
+            on, off = results[a], results[b]
+            print(
+                f"{name} cost: p50 {on['added_p50'] - off['added_p50']:+.2f} ms, "
+                f"p99 {on['added_p99'] - off['added_p99']:+.2f} ms, "
+                f"throughput ratio {on['ratio']:.2f} vs {off['ratio']:.2f}"
+            )
 
 
 def _serve_and_bench(env: dict[str, str], records: list[dict[str, object]], n: int, connections: int) -> dict:
