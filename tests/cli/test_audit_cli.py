@@ -22,6 +22,13 @@ def test_audit_commands(tether, tmp_path):  # noqa: F811
     assert "only predictions replay" in tether("audit", "replay", "t7", expect=2)
     assert "the audit query failed" in tether("audit", "query", "SELEC 1", expect=2)
     assert "sealed 0 record(s); the log holds 30" in tether("audit", "seal")
+    with AuditLog(settings) as log:
+        for i in range(10):
+            log.append(AuditRecord(kind="alias", trace_id=f"u{i}", at=datetime.now(UTC)))
+        log.seal()
+    out = tether("audit", "consistency", "30")
+    assert "checkpoint 30" in out and "-> 40" in out and "verifies: True" in out
+    assert "no checkpoint at tree size 31" in tether("audit", "consistency", "31", expect=2)
     cp = sorted((settings.home / "audit" / "checkpoints").glob("*.json"))[0]
     cp.write_text(cp.read_text().replace('"tree_size": 30', '"tree_size": 29'))
     bad = tether("audit", "verify", expect=1)

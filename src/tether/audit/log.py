@@ -34,7 +34,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tether.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
+from tether.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from tether.audit.wal import WriteAheadLog, scan
 from tether.core import InvalidInputError, NotFoundError, Settings, SigningKey, TetherError
 from tether.core.signing import verify_signature
@@ -363,6 +363,24 @@ class AuditLog:
             "proof": [p.hex() for p in proof],
             "proof_verifies": ok,
         }
+
+    def consistency(self, first: int, second: int | None = None) -> dict[str, Any]:
+        """A consistency proof between two signed checkpoints (by tree size), verified against their roots."""
+        cps = {int(c["tree_size"]): c for c in self.checkpoints()}
+        if not cps:
+            raise NotFoundError("the audit log has no checkpoint yet", hint="'tether audit seal' makes one")
+        second = max(cps) if second is None else second
+        missing = [s for s in (first, second) if s not in cps]
+        if missing:
+            raise NotFoundError(
+                f"no checkpoint at tree size {missing[0]}", hint=f"checkpoints exist at sizes {sorted(cps)[-10:]}"
+            )
+        if first > second:
+            raise InvalidInputError(f"the first size ({first}) is after the second ({second})")
+        a, b = cps[first], cps[second]
+        proof = self.tree.consistency_proof(first, second) if first else []
+        ok = verify_consistency(first, second, proof, bytes.fromhex(a["root"]), bytes.fromhex(b["root"]))
+        return {"first": a, "second": b, "proof": [p.hex() for p in proof], "verifies": ok}
 
     def verify(self) -> VerifyReport:
         return verify_log(self.root, self.key.public_key_hex)

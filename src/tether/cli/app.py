@@ -1153,6 +1153,30 @@ def audit_trace(trace_id: Annotated[str, typer.Argument(help="A trace id (X-Teth
                       f"data {short(mv.data.digest)}, weights {short(mv.weights.digest)}")  # fmt: skip
 
 
+@audit_app.command("consistency")
+def audit_consistency(
+    first: Annotated[int, typer.Argument(help="Tree size of the earlier checkpoint.")],
+    second: Annotated[int | None, typer.Argument(help="Tree size of the later one (default: the latest).")] = None,
+) -> None:
+    """Prove that a later checkpoint extends an earlier one (nothing before it was changed): RFC 9162 proof.
+
+    Exit 1 when the proof does not verify against the two signed roots.
+
+    Example: tether audit consistency 1200
+    """
+    with _audit_log() as log:
+        log.seal()
+        r = log.consistency(first, second)
+    a, b = r["first"], r["second"]
+    console.print(f"checkpoint {a['tree_size']} (root {a['root'][:16]}…, {a['time']}) -> "
+                  f"{b['tree_size']} (root {b['root'][:16]}…, {b['time']})")  # fmt: skip
+    for h in r["proof"]:
+        console.print(f"  {h}")
+    console.print(f"consistency proof of {len(r['proof'])} hashes verifies: {r['verifies']}")
+    if not r["verifies"]:
+        raise typer.Exit(1)
+
+
 @audit_app.command("replay")
 def audit_replay(trace_id: Annotated[str, typer.Argument(help="The trace id of a logged prediction.")]) -> None:
     """Load the exact version that answered (verified), rerun the logged input, compare the output digest.
