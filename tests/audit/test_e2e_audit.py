@@ -70,6 +70,7 @@ def test_kill_9_of_the_server_under_load_loses_no_answered_prediction(settings, 
     deadline = time.monotonic() + 15
     while instance_pids(settings.home) and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert instance_pids(settings.home) == [], "the instance outlived its killed server"
     with AuditLog(settings) as log, Registry.open(settings) as reg:  # recovery seals the write-ahead files
         report = log.verify()
         _, rows = log.query("SELECT trace_id, count(*) FROM records GROUP BY trace_id")

@@ -292,9 +292,9 @@ class Server:
                     self.metrics.record_event(model, version_id, arm, now, "crash")
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._pending.values()]:  # loops, and instance starts not yet under way
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):  # the last partial slices: profiled traffic is not dropped
             await asyncio.to_thread(self.profiler.flush, close_all=True)

@@ -66,6 +66,7 @@ class LocalRuntime:
         self._starting: dict[str, asyncio.Task[Instance]] = {}
         self._wanted: set[str] = set()
         self._supervisor: asyncio.Task[None] | None = None
+        self._closed = False
 
     def instance(self, version_id: str) -> Instance | None:
         inst = self._instances.get(version_id)
@@ -75,6 +76,8 @@ class LocalRuntime:
 
     async def ensure(self, version_id: str) -> Instance:
         """The running instance of a version, starting it (once, however many callers wait) if needed."""
+        if self._closed:
+            raise ExternalCommandError(f"the runtime is shut down: version {version_id[:12]}… is not started")
         self._wanted.add(version_id)
         if (inst := self.instance(version_id)) is not None:
             return inst
@@ -185,6 +188,7 @@ class LocalRuntime:
             await inst.process.wait()
 
     async def close(self) -> None:
+        self._closed = True  # a start requested from now on (a late refresh, say) is refused, not leaked
         for vid in list(self._instances):
             await self.stop(vid)
         starting = list(self._starting.values())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -88,8 +89,9 @@ async def _stop_when_orphaned(stop: asyncio.Event, every: float = 1.0) -> None:
     while not stop.is_set():
         await asyncio.sleep(every)
         if os.getppid() != int(parent):  # re-parented: the gateway process died
-            print("tether: the serving process is gone; stopping", file=sys.stderr, flush=True)
-            stop.set()
+            stop.set()  # first: the message below can fail, its reader (the dead server) being gone
+            with contextlib.suppress(OSError):
+                print("tether: the serving process is gone; stopping", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
