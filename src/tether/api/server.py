@@ -239,18 +239,11 @@ class Server:
             self.refresh()
         return done
 
-    def _read_denied(self, request: web.Request) -> web.Response | None:
-        if self.keys is not None:
-            result = self.keys.check(request.headers.get("Authorization"), "read")
-            if isinstance(result, tuple):
-                return web.json_response({"error": result[1]}, status=result[0])
-        return None
-
     async def monitor_status(self, request: web.Request) -> web.Response:
         """The drift watch's current view of a model: per version and feature, baseline against live."""
         from tether.monitor.report import status_json
 
-        if (denied := self._read_denied(request)) is not None:
+        if (denied := self.gateway._deny(request, "read")) is not None:
             return denied
         model = request.match_info["name"]
         loop = asyncio.get_running_loop()
@@ -260,7 +253,7 @@ class Server:
     async def monitor_report(self, request: web.Request) -> web.Response:
         from tether.monitor.report import html_report
 
-        if (denied := self._read_denied(request)) is not None:
+        if (denied := self.gateway._deny(request, "read")) is not None:
             return denied
         model = request.match_info["name"]
         loop = asyncio.get_running_loop()
@@ -268,7 +261,7 @@ class Server:
         return web.Response(text=html, content_type="text/html")
 
     async def monitor_anomalies(self, request: web.Request) -> web.Response:
-        if (denied := self._read_denied(request)) is not None:
+        if (denied := self.gateway._deny(request, "read")) is not None:
             return denied
         model = request.match_info["name"]
         open_only = request.query.get("open") in ("1", "true")
@@ -277,10 +270,8 @@ class Server:
 
     async def rollout_status(self, request: web.Request) -> web.Response:
         """The model's routing, its latest rollout and the live guardrail comparisons (role: viewer)."""
-        if self.keys is not None:
-            result = self.keys.check(request.headers.get("Authorization"), "read")
-            if isinstance(result, tuple):
-                return web.json_response({"error": result[1]}, status=result[0])
+        if (denied := self.gateway._deny(request, "read")) is not None:  # the gateway's key check, counted
+            return denied
         model = request.match_info["name"]
         return web.json_response(status_of(self.controller, model, self.gateway.tables.get(model)))
 
