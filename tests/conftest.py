@@ -195,6 +195,7 @@ def instance_pids(home: Path) -> list[int]:
             env = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if b"tether.serving.worker" in cmd and f"TETHER_HOME={Path(home).absolute()}".encode() in env:
+        worker = b"tether.serving.worker" in cmd or b"tether.llm.worker" in cmd
+        if worker and f"TETHER_HOME={Path(home).absolute()}".encode() in env:
             found.append(int(proc.name))
     return found

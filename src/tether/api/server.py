@@ -24,6 +24,7 @@ from tether.audit.sink import AuditSink
 from tether.core.clock import Clock, SystemClock
 from tether.core.errors import TetherError
 from tether.core.settings import Settings
+from tether.llm.gateway import LLMGateway
 from tether.monitor.config import MonitorConfig
 from tether.monitor.live import LiveProfiler
 from tether.monitor.notify import post_json
@@ -57,7 +58,9 @@ class Server:
         self.clock = clock or SystemClock()
         self.registry = Registry.open(settings, clock=self.clock)
         self.metrics = MetricStore()
-        self.runtime = CompositeRuntime(LocalRuntime(settings, on_crash=self._crashed), UrlRuntime())
+        self.runtime = CompositeRuntime(
+            LocalRuntime(settings, on_crash=self._crashed, module_for=self._worker_module), UrlRuntime()
+        )
         self.keys = KeyRing(self.registry.store.db) if auth else None
         self.profiler = LiveProfiler(self.registry, clock=self.clock)
         self.audit: AuditSink | None = None
@@ -81,6 +84,7 @@ class Server:
             audit=self.audit,
         )
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
+        self.llm = LLMGateway(self.gateway)
         self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
         self.gateway.app.router.add_get("/v1/models/{name}/monitor", self.monitor_status)
         self.gateway.app.router.add_get("/v1/models/{name}/monitor/report", self.monitor_report)
@@ -90,6 +94,7 @@ class Server:
         self.notifications: set[asyncio.Task[bool]] = set()
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._audit_tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._stopping: dict[str, asyncio.Future[None]] = {}
 
@@ -97,7 +102,15 @@ class Server:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def _worker_module(self, version_id: str) -> str:
+        """LLM versions with a local backend run the embedded engine's OpenAI-compatible worker."""
+        mv = self.registry.get(version_id)
+        if mv.flavor == "llm" and mv.flavor_config["spec"]["backend"]["kind"] == "local":
+            return "tether.llm.worker"
+        return "tether.serving.worker"
+
     async def start(self) -> None:
+        self.llm.start()
         self.refresh()
         if self.keys is not None:
             self.keys.refresh()
@@ -111,14 +124,24 @@ class Server:
             asyncio.create_task(self._control_loop()),
             asyncio.create_task(self.profiler.run()),
             asyncio.create_task(self._monitor_loop()),
+            asyncio.create_task(self.llm.run()),
         ]
         if self.audit is not None:
-            self._tasks += [asyncio.create_task(self.audit.run()), asyncio.create_task(self.audit.seal_every(2.0))]
+            # Kept apart: they must outlive the requests in flight at shutdown, which await their records.
+            self._audit_tasks = [
+                asyncio.create_task(self.audit.run()),
+                asyncio.create_task(self.audit.seal_every(2.0)),
+            ]
 
     def refresh(self) -> None:
         self.gateway.refresh_routing()
+        dropped = self.llm.refresh()
+        if dropped:
+            # The version behind an alias changed: its cache entries are gone, and that is on the audit trail.
+            self.llm._spawn(self.llm.audit_invalidation(dropped, "no routing table serves this version any more"))
         with self.registry.store.db.connect() as conn:
-            self.runtime.remote.update(routing_table.read_endpoints(conn))
+            endpoints = routing_table.read_endpoints(conn)
+        self.runtime.remote.update({**self.llm.remote_endpoints(), **endpoints})
         wanted = {v for t in self.gateway.tables.values() for v in (t.champion, t.canary, t.shadow) if v}
         for vid in wanted:
             if self.runtime.instance(vid) is None and vid not in self._pending:
@@ -292,7 +315,13 @@ class Server:
         if self.notifications:
             await asyncio.wait(self.notifications, timeout=5)
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # requests in flight finish, their audit records still being written
+        for task in self._audit_tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.llm.close()  # background calibration calls, the last ledger rows
         if self.audit is not None:
             await self.audit.close()  # seals what the write-ahead log holds
         await self.runtime.close()

@@ -13,7 +13,7 @@ import dataclasses
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -290,7 +290,8 @@ class Registry:
         have = {c["name"] for c in dcap.schema}
         if missing := [c for c in needed if c not in have]:
             raise InvalidInputError(f"input schema names column(s) {missing} that the data lacks")
-        head = data_mod.read_head(dcap.root, dcap.format, SMOKE_ROWS).select(needed).to_pandas()
+        rows = getattr(fl, "smoke_rows", SMOKE_ROWS)  # a flavor whose predictions are costly asks for fewer
+        head = data_mod.read_head(dcap.root, dcap.format, rows).select(needed).to_pandas()
         model = LoadedModel("unregistered", fl.load(weights, code_dir, flavor_config), input_schema)
         try:
             out = model.predict(head)
@@ -558,11 +559,12 @@ class Registry:
         """A stored manifest, verified: its blob is named by the root digest it must hash to."""
         return Manifest.from_canonical_bytes(self.store.blobs.get_bytes(digest, what=f"{what} manifest"))
 
-    def materialize_weights(self, mv: ModelVersion, dest: Path) -> Path:
-        """Write the verified weights under ``dest``; returns the path a flavor loads (file or folder)."""
+    def materialize_weights(self, mv: ModelVersion, dest: Path, *, only: Callable[[str], bool] | None = None) -> Path:
+        """Write the verified weights under ``dest``; returns the path a flavor loads (file or folder).
+        ``only(path)`` selects some files (an LLM gateway needs the tokenizer, not the weights)."""
         manifest = self.manifest(mv.weights.digest, "weights")
         mv.weights.verify_signature(manifest)
-        self._materialize(manifest, dest, f"weights of {mv.ref}")
+        self._materialize(manifest, dest, f"weights of {mv.ref}", only)
         return dest / manifest.entries[0].path if mv.weights.single_file else dest
 
     def materialize_data(self, mv: ModelVersion, dest: Path) -> Path:
@@ -592,9 +594,13 @@ class Registry:
             )
         return dest / mv.code.subdir if mv.code.subdir else dest
 
-    def _materialize(self, manifest: Manifest, dest: Path, what: str) -> None:
+    def _materialize(
+        self, manifest: Manifest, dest: Path, what: str, only: Callable[[str], bool] | None = None
+    ) -> None:
         with self.progress.task(f"fetching {what}", manifest.total_size) as tick:
             for e in manifest.entries:
+                if only is not None and not only(e.path):
+                    continue
                 self.store.blobs.get_file(e.digest, dest / e.path, what=f"{what}: {e.path}", progress=tick)
 
     def load(self, ref: str) -> LoadedModel:

@@ -71,6 +71,7 @@ class Gateway:
         self.validators: dict[str, InputValidator] = {}
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.shadow_tasks: set[asyncio.Task[None]] = set()
+        self.chat_only: set[str] = set()  # models served by /v1/chat/completions (tether.llm sets it)
         self._traces: OrderedDict[str, tuple[str, str, str, datetime, bytes]] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
@@ -147,6 +148,9 @@ class Gateway:
         if table is None:
             self.rejected[(model, "unknown_model")] += 1
             return _error(404, f"unknown model {model!r}; deployed: {sorted(self.tables)}", trace)
+        if model in self.chat_only:
+            self.rejected[(model, "bad_request")] += 1
+            return _error(400, f"{model!r} is an LLM: send OpenAI chat requests to POST /v1/chat/completions", trace)
         raw = await request.read()
         try:
             body = orjson.loads(raw)

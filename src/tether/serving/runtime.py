@@ -57,8 +57,12 @@ class LocalRuntime:
         on_crash: CrashCallback | None = None,
         startup_timeout: float = 120.0,
         max_backoff: float = 30.0,
+        module_for: Callable[[str], str] | None = None,
     ) -> None:
         self.settings = settings
+        # Which module serves a version (``python -m MODULE --version ID``): the serving layer's own worker by
+        # default; the composition root sends LLM versions to the embedded engine's worker.
+        self.module_for = module_for or (lambda _vid: "tether.serving.worker")
         self.on_crash = on_crash
         self.startup_timeout = startup_timeout
         self.max_backoff = max_backoff
@@ -108,7 +112,7 @@ class LocalRuntime:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tether.serving.worker",
+            self.module_for(version_id),
             "--version",
             version_id,
             stdout=asyncio.subprocess.PIPE,

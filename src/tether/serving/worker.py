@@ -64,7 +64,16 @@ async def serve(version: str, port: int, settings: Settings) -> None:
     registry = Registry.open(settings)
     model = registry.load(version)
     registry.close()
-    runner = web.AppRunner(make_app(model), access_log=None)
+    try:
+        await run_until_stopped(make_app(model), port)
+    finally:
+        model.close()
+
+
+async def run_until_stopped(app: web.Application, port: int) -> None:
+    """Serve ``app`` on 127.0.0.1, print ``TETHER_WORKER_READY <port>``, and return on SIGTERM/SIGINT or when
+    the serving process that started this instance is gone. Every instance worker ends this way."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
@@ -78,7 +87,6 @@ async def serve(version: str, port: int, settings: Settings) -> None:
     await stop.wait()
     orphan_watch.cancel()
     await runner.cleanup()
-    model.close()
 
 
 async def _stop_when_orphaned(stop: asyncio.Event, every: float = 1.0) -> None:

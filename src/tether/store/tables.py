@@ -291,6 +291,41 @@ IMMUTABLE_TABLES = (
     "gate_reports",
     "rollout_events",
     "baseline_profiles",
+    "llm_ledger",
     "anomalies",
     "anomaly_resolutions",
+)
+
+llm_ledger = Table(
+    "llm_ledger",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trace_id", String(64), nullable=False, unique=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("tenant", String(200), nullable=False),
+    Column("key_id", String(64)),
+    Column("model_name", String(200), nullable=False),
+    Column("version_id", DIGEST, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("cache", String(20), nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("cached_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("saved_tokens", Integer, nullable=False),
+    Column("saved_cost", Float, nullable=False),
+    Column("trimmed_tokens", Integer, nullable=False),
+    Column("latency_s", Float, nullable=False),
+)
+
+llm_budgets = Table(
+    "llm_budgets",
+    metadata,
+    Column("scope", String(260), primary_key=True),
+    Column("requests_per_minute", Integer),
+    Column("tokens_per_day", BigInteger),
+    Column("cost_per_month", Float),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
 )
