@@ -419,6 +419,19 @@ class SemanticCache:
                 del p.entries[oldest]
                 p.index.remove(oldest)
 
+    def put_many(self, partition: tuple[str, ...], vectors: np.ndarray, entries: list[Cached]) -> None:
+        """Bulk load (a warm start, a benchmark): one batched, multi-threaded index insert."""
+        with self._lock:
+            p = self._part(partition)
+            keys = np.arange(p.next_key, p.next_key + len(entries), dtype=np.uint64)
+            p.index.add(keys, vectors)
+            p.entries.update(zip(keys.tolist(), entries, strict=True))
+            p.next_key += len(entries)
+            while len(p.entries) > self.max_entries:
+                oldest = next(iter(p.entries))
+                del p.entries[oldest]
+                p.index.remove(oldest)
+
     def invalidate(self, version_id: str) -> int:
         with self._lock:
             gone = [k for k in self._parts if version_id in k]

@@ -44,6 +44,7 @@ from tether.llm.spec import LLMSpec
 from tether.llm.trim import TrimError, TrimReport, trim
 from tether.serving.auth import ApiKey
 from tether.serving.gateway import Gateway
+from tether.serving.routing import Route
 from tether.serving.worker import SERVICE_HEADER
 
 log = logging.getLogger("tether.llm")
@@ -83,6 +84,19 @@ class VersionInfo:
         # that budgets and trimming err on the safe side. Reservations are settled with the backend's counts.
         size = sum(len((m.get("content") or "").encode()) + 8 for m in messages)
         return -(-size // 3)
+
+    def count_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> int | None:
+        """The exact prompt tokens the embedded engine will see (its chat template, generation prompt included);
+        None without a tokenizer."""
+        if self.tokenizer is None:
+            return None
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(
+                messages, tools=tools or None, tokenize=False, add_generation_prompt=True
+            )
+        else:
+            text = "".join(f"{m['role']}: {m.get('content') or ''}\n" for m in messages) + "assistant: "
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count_text(self, text: str) -> int:
         if self.tokenizer is not None:
@@ -367,6 +381,11 @@ class LLMGateway:
                 trace=trace,
             )
         route = table.route(req.user or trace)
+        if route.arm == "canary" and self.gw.runtime.instance(route.version_id) is None and table.champion:
+            # The canary's instance is still starting (an LLM worker takes seconds to load): its share goes to the
+            # champion meanwhile instead of failing; the rollout simply waits longer for its samples.
+            self.gw.rejected[(req.model, "canary_not_ready")] += 1
+            route = Route(table.champion, "champion", route.shadow_version_id)
         info = self.versions.get(route.version_id)
         if info is None:  # first request for this version: load its spec and tokenizer off the event loop
             info = await asyncio.to_thread(self.version, route.version_id)
@@ -416,7 +435,10 @@ class LLMGateway:
             )
         if spec.prompt.system is not None:  # report indices into the request's own messages
             call.report.dropped = [i - 1 for i in call.report.dropped]
-        est_prompt = call.report.tokens_after
+        # The reservation must cover the real use: exact for the embedded engine (its own template and tokenizer),
+        # an over-estimate for a remote backend (see VersionInfo.count); the difference comes back at settlement.
+        exact = info.count_prompt(sent, call.tools)
+        est_prompt = exact if exact is not None else call.report.tokens_after
         scopes = [f"tenant:{call.tenant}"] + ([f"key:{call.key_id}"] if call.key_id else [])
         try:
             reservation = self.budgets.reserve(
@@ -450,6 +472,8 @@ class LLMGateway:
 
         body = self._backend_body(call, sent)
         prefix_hash = short_hash([info.system_hash, call.tools, call.response_format])
+        if route.shadow_version_id and route.shadow_version_id != info.version_id:
+            self._spawn(self._shadow(call, route.shadow_version_id, sent))
         if not req.stream:
             try:
                 await self._call(info, body, prefix_hash, outcome)
@@ -551,6 +575,32 @@ class LLMGateway:
         elif found.near is not None:
             look.near = (found.near.entry, found.near.similarity)
         return look
+
+    async def _shadow(self, call: Call, version_id: str, sent: list[dict[str, Any]]) -> None:
+        """A copy for the shadow version (fire and forget: it never changes the answer), measured on its arm."""
+        started = time.perf_counter()
+        outcome = Outcome()
+        try:
+            info = self.versions.get(version_id) or await asyncio.to_thread(self.version, version_id)
+            body = self._backend_body(call, sent)
+            body["model"] = info.spec.backend.model or info.name
+            body["stream"] = False
+            body.pop("stream_options", None)
+            await self._call(info, body, short_hash([info.system_hash, call.tools, call.response_format]), outcome)
+        except Upstream as e:
+            outcome.error = e.kind
+        except Exception:  # a shadow can never affect the live path
+            outcome.error = "shadow_failure"
+        self.gw.metrics.record_request(
+            call.req.model,
+            version_id,
+            "shadow",
+            call.now,
+            latency=time.perf_counter() - started,
+            service=outcome.service,
+            records=0,
+            error=outcome.error,
+        )
 
     def _backend_body(self, call: Call, sent: list[dict[str, Any]]) -> dict[str, Any]:
         d = call.decoding

@@ -16,24 +16,28 @@ CHAT_TEMPLATE = (
 )
 
 SYSTEM = "You are the support assistant."
-_SUBJECTS = ["my password", "the invoice", "my account", "the refund", "my order", "the subscription", "two-factor"]
+# What the tiny assistant learns: the subject of a question decides its answer.
+_ANSWERS = {
+    "my password": "Open Settings, choose Security and follow the link we email you.",
+    "two-factor": "Open Settings, choose Security and scan the new code with your app.",
+    "the refund": "Refunds reach your card within five business days.",
+    "the invoice": "Invoices are under Billing, then History; each has a PDF.",
+    "my order": "Orders can be changed from the Orders page until they ship.",
+    "the subscription": "You can cancel or renew at any time from the Billing page.",
+    "my account": "Your account settings are under Profile.",
+}
 _VERBS = ["reset", "cancel", "change", "update", "download", "renew", "verify"]
-_ANSWERS = [
-    "Open Settings, choose Security and follow the link we email you.",
-    "Refunds reach your card within five business days.",
-    "You can cancel at any time from the Billing page.",
-    "Invoices are under Billing, then History; each has a PDF.",
-]
 
 
-def corpus(n: int = 400, seed: int = 0) -> list[str]:
+def corpus(n: int = 600, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     lines = []
     for _ in range(n):
-        q = f"How do I {rng.choice(_VERBS)} {rng.choice(_SUBJECTS)}?"
+        subject = rng.choice(sorted(_ANSWERS))
+        q = f"How do I {rng.choice(_VERBS)} {subject}?"
         system = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n" if rng.random() < 0.5 else ""
         lines.append(
-            f"{system}<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{rng.choice(_ANSWERS)}<|im_end|>\n"
+            f"{system}<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{_ANSWERS[subject]}<|im_end|>\n"
         )
     return lines
 
@@ -47,7 +51,7 @@ def build_tiny_gpt2(
     n_head: int = 4,
     n_positions: int = 4096,
     vocab_size: int = 512,
-    train_steps: int = 60,
+    train_steps: int = 150,
 ) -> Path:
     """Write a tiny chat-capable GPT-2 and its tokenizer to ``dest``; returns the folder."""
     import torch
