@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck bench bench-drift clean
+.PHONY: demo test lint typecheck bench bench-drift bench-llm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +40,16 @@ bench/.venv-drift/.installed: bench/requirements-drift.txt
 bench-drift: $(STAMP) bench/.venv-drift/.installed
 	$(BIN)/python bench/drift.py
 
+bench/.venv-llm/.installed: bench/requirements-llm.txt pyproject.toml
+	$(PYTHON) -m venv bench/.venv-llm
+	bench/.venv-llm/bin/pip install --quiet torch==2.13.0
+	bench/.venv-llm/bin/pip install --quiet -r bench/requirements-llm.txt
+	touch $@
+
+bench-llm: $(STAMP) bench/.venv-llm/.installed
+	$(BIN)/python bench/prefix.py
+	bench/.venv-llm/bin/python bench/llm_cache.py
+	bench/.venv-llm/bin/python bench/llm_gateway.py
+
 clean:
-	rm -rf $(VENV) bench/.venv-drift .tether .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/.venv-drift bench/.venv-llm .tether .pytest_cache .mypy_cache .ruff_cache

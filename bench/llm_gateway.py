@@ -8,7 +8,7 @@ off, so every request goes through the whole path (auth off, validation, routing
 reservation, dispatch over pooled aiohttp, ledger, audit record awaited on disk) and on to the backend.
 
 Printed, per path: p50 and p99 latency on one connection (requests alternate between the paths), and
-throughput on 16 connections; then what the exact cache answers from tether itself.
+throughput on 16 connections.
 
     make bench-llm        (or: python bench/llm_gateway.py [--requests 1000])
 """
@@ -30,13 +30,20 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+# Every path gets this bearer token: LiteLLM refuses to start without a master key; the others ignore it.
+KEY = "sk-" + "5e" * 32
 ANSWER = {
     "id": "chatcmpl-bench",
     "object": "chat.completion",
     "created": 0,
     "model": "bench",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Open Settings, then Security."},
-                 "finish_reason": "stop"}],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Open Settings, then Security."},
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 24, "completion_tokens": 6, "total_tokens": 30},
 }
 
@@ -82,13 +89,18 @@ async def wait_http(url: str, timeout: float = 120) -> None:
 
 
 def body(i: int, model: str) -> bytes:
-    return json.dumps({"model": model, "messages": [{"role": "user", "content": f"How do I reset my password? #{i}"}],
-                       "max_tokens": 16}).encode()
+    return json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": f"How do I reset my password? #{i}"}],
+            "max_tokens": 16,
+        }
+    ).encode()
 
 
 async def alternate(paths: dict[str, tuple[str, str]], n: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {k: [] for k in paths}
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
     async with aiohttp.ClientSession() as s:
         for i in range(n):
             for name, (url, model) in paths.items():
@@ -101,7 +113,7 @@ async def alternate(paths: dict[str, tuple[str, str]], n: int) -> dict[str, list
 
 
 async def throughput(url: str, model: str, seconds: float, connections: int = 16) -> float:
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
     done = 0
     stop = time.monotonic() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as s:
@@ -120,13 +132,22 @@ async def throughput(url: str, model: str, seconds: float, connections: int = 16
 
 
 def setup_tether(tmp: Path, backend: str, cache: bool) -> tuple[subprocess.Popen[bytes], str, str]:
-    env = {**os.environ, "TETHER_HOME": str(tmp / "home"), "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
-           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+    env = {
+        **os.environ,
+        "TETHER_HOME": str(tmp / "home"),
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
     env.pop("TETHER_DATABASE_URL", None)
     project = tmp / "assistant"
     project.mkdir(exist_ok=True)
-    spec = {"backend": {"kind": "openai", "endpoints": [backend], "model": "bench"},
-            "cache": {"exact": cache, "semantic": False}, "context": {"max_input_tokens": 4096}}
+    spec = {
+        "backend": {"kind": "openai", "endpoints": [backend], "model": "bench"},
+        "cache": {"exact": cache, "semantic": False},
+        "context": {"max_input_tokens": 4096},
+    }
     (project / "llm.yaml").write_text(json.dumps(spec))
     import pandas as pd
 
@@ -140,8 +161,12 @@ def setup_tether(tmp: Path, backend: str, cache: bool) -> tuple[subprocess.Popen
     run(*tether, "llm", "register", "assistant", "--spec", "llm.yaml", "--data", "prompts.parquet", "--code", ".")
     run(*tether, "deploy", "assistant", "assistant/1", "--force", "--reason", "bench")
     port = free_port()
-    proc = subprocess.Popen([*tether, "serve", "--no-auth", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*tether, "serve", "--no-auth", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions", "assistant"
 
 
@@ -150,12 +175,25 @@ def setup_litellm(tmp: Path, backend: str) -> tuple[subprocess.Popen[bytes], str
     if exe is None or importlib.util.find_spec("litellm") is None:
         return None
     cfg = tmp / "litellm.yaml"
-    cfg.write_text(json.dumps({"model_list": [{"model_name": "bench", "litellm_params": {
-        "model": "openai/bench", "api_base": backend, "api_key": "bench"}}]}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": "bench",
+                        "litellm_params": {"model": "openai/bench", "api_base": backend, "api_key": "bench"},
+                    }
+                ]
+            }
+        )
+    )
     port = free_port()
-    proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ,
-                                                                                       "LITELLM_LOG": "ERROR"})
+    proc = subprocess.Popen(
+        [exe, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY},
+    )
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions", "bench"
 
 
@@ -179,7 +217,7 @@ async def main_async(args: argparse.Namespace) -> None:
         lite = setup_litellm(tmp, backend)
         if lite is not None:
             procs.append(lite[0])
-            await wait_http(lite[1].rsplit("/", 2)[0] + "/models", timeout=180)
+            await wait_http(lite[1].rsplit("/", 3)[0] + "/health/liveliness", timeout=180)
             paths["litellm"] = (lite[1], lite[2])
         else:
             print("LiteLLM is not installed in this environment: run 'make bench-llm' for the comparison")
@@ -187,9 +225,14 @@ async def main_async(args: argparse.Namespace) -> None:
         lat = await alternate(paths, args.requests)
         print(f"one connection, {args.requests} requests per path, alternating:")
         for name, xs in lat.items():
-            added = "" if name == "direct" else (
-                f"  adds {ms(xs, 0.5) - ms(lat['direct'], 0.5):.2f} ms p50, "
-                f"{ms(xs, 0.99) - ms(lat['direct'], 0.99):.2f} ms p99")
+            added = (
+                ""
+                if name == "direct"
+                else (
+                    f"  adds {ms(xs, 0.5) - ms(lat['direct'], 0.5):.2f} ms p50, "
+                    f"{ms(xs, 0.99) - ms(lat['direct'], 0.99):.2f} ms p99"
+                )
+            )
             print(f"  {name:8} p50 {ms(xs, 0.5):6.2f} ms  p99 {ms(xs, 0.99):6.2f} ms{added}")
         print(f"16 connections, {args.seconds:g} s each:")
         base = None

@@ -20,8 +20,11 @@ from pathlib import Path
 from tether.llm.engine import Engine
 from tether.llm.tiny import build_tiny_gpt2
 
-QUESTIONS = [f"How do I {v} {s}?" for v in ("reset", "cancel", "renew", "update") for s in ("my order", "the invoice",
-                                                                                          "my password")]
+QUESTIONS = [
+    f"How do I {v} {s}?"
+    for v in ("reset", "cancel", "renew", "update")
+    for s in ("my order", "the invoice", "my password")
+]
 
 
 def system_prompt(engine: Engine, tokens: int) -> str:
@@ -50,8 +53,9 @@ def main() -> None:
             warm = [{"role": "system", "content": system}, {"role": "user", "content": "hello"}]
             engine.complete(engine.encode(engine.render(warm)), max_tokens=1)  # the prefix is seen once
             for q in QUESTIONS:
-                ids = engine.encode(engine.render([{"role": "system", "content": system}, {"role": "user",
-                                                                                            "content": q}]))
+                ids = engine.encode(
+                    engine.render([{"role": "system", "content": system}, {"role": "user", "content": q}])
+                )
                 a = engine.complete(ids, max_tokens=args.max_tokens, reuse=False)
                 b = engine.complete(ids, max_tokens=args.max_tokens, reuse=True)
                 off.append(a.first_token_s or 0.0)
@@ -59,8 +63,10 @@ def main() -> None:
                 cached.append(b.cached_tokens)
                 same &= a.output_ids == b.output_ids
             m_off, m_on = statistics.median(off), statistics.median(on)
-            print(f"{n:>7} {m_off * 1000:>8.1f}ms {m_on * 1000:>8.1f}ms {m_off / m_on:>6.1f}x "
-                  f"{statistics.median(cached):>8.0f}  {same}")
+            print(
+                f"{n:>7} {m_off * 1000:>8.1f}ms {m_on * 1000:>8.1f}ms {m_off / m_on:>6.1f}x "
+                f"{statistics.median(cached):>8.0f}  {same}"
+            )
         print("prefix cache:", engine.prefix.stats() if engine.prefix else None)
 
 

@@ -18,4 +18,8 @@ def test_demo_runs_start_to_end(tmp_path, capsys, monkeypatch):
     assert "refused:" in out and "refused by the database" in out
     assert ": bug" not in out
     assert "flagged after" in out and "shadow fraud/2 at 100%" in out
+    flat = " ".join(out.split())  # the console wraps long lines
+    assert "(exact cache; 0 tokens, saved" in flat and "(semantic cache (similarity" in flat
+    assert "trimmed from" in flat and "refused with 429" in flat and "tokens per day budget" in flat
+    assert "cache=exact" in flat and "cache=semantic" in flat  # the ledger
     assert "tether audit verify -> verifies" in out and "verifies: True" in out and "matches" in out

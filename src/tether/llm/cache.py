@@ -258,8 +258,8 @@ _STOP = set(
 )
 
 
-def _words(text: str) -> tuple[list[str], set[str], list[str]]:
-    """(content words in order, negation markers, numbers)."""
+def _words(text: str) -> tuple[list[str], set[str], list[str], dict[str, str]]:
+    """(content word stems in order, negation markers, numbers, stem -> a word it came from)."""
     expanded = _CONTRACTIONS.sub(
         lambda m: f"{m.group(1)} not",
         text.replace("can't", "can not")
@@ -271,6 +271,7 @@ def _words(text: str) -> tuple[list[str], set[str], list[str]]:
     content: list[str] = []
     neg: set[str] = set()
     nums: list[str] = []
+    surface: dict[str, str] = {}
     for tok in tokens:
         low = tok.lower()
         if low in _NEG:
@@ -280,14 +281,23 @@ def _words(text: str) -> tuple[list[str], set[str], list[str]]:
         elif low in _NUMBER_WORDS:
             nums.append(str(_NUMBER_WORDS[low]))
         elif low not in _STOP and len(low) > 1:
-            content.append(_stem(low))
-    return content, neg, nums
+            stem = _stem(low)
+            content.append(stem)
+            surface.setdefault(stem, low)
+    return content, neg, nums, surface
 
 
 def _stem(w: str) -> str:
+    """A crude suffix stripper, enough for "changing" ~ "change" and "shipping" ~ "ship" (a full stemmer would be
+    a dependency for four rules)."""
     for suf in ("ing", "ed", "es", "s"):
         if w.endswith(suf) and len(w) - len(suf) >= 3:
-            return w[: -len(suf)]
+            w = w[: -len(suf)]
+            break
+    if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
+        w = w[:-1]  # shipp -> ship
+    if len(w) > 3 and w.endswith("e"):
+        w = w[:-1]  # change -> chang, like changing
     return w
 
 
@@ -297,8 +307,8 @@ def meaning_guard(a: str, b: str, similar: Callable[[str, str], float] | None = 
     ``similar(w1, w2)`` is a word similarity (MiniLM on single words in the gateway); without it any content
     word replaced by another counts as a change of meaning.
     """
-    ca, na, ma = _words(a)
-    cb, nb, mb = _words(b)
+    ca, na, ma, wa = _words(a)
+    cb, nb, mb, wb = _words(b)
     if na != nb:
         return "negation"
     if sorted(ma) != sorted(mb):
@@ -307,14 +317,15 @@ def meaning_guard(a: str, b: str, similar: Callable[[str, str], float] | None = 
     only_a, only_b = sa - sb, sb - sa
     if only_a and only_b:
         # A substitution: every replaced word must have a counterpart of the same meaning on the other side.
+        def best(w: str, others: set[str], mine: dict[str, str], theirs: dict[str, str]) -> float:
+            return max((similar(mine[w], theirs[v]) if similar else 0.0) for v in others)
+
         for w in only_a:
-            best = max((similar(w, v) if similar else 0.0) for v in only_b)
-            if best < WORD_AGREEMENT:
-                return f"content word {w!r}"
+            if best(w, only_b, wa, wb) < WORD_AGREEMENT:
+                return f"content word {wa[w]!r}"
         for v in only_b:
-            best = max((similar(w, v) if similar else 0.0) for w in only_a)
-            if best < WORD_AGREEMENT:
-                return f"content word {v!r}"
+            if best(v, only_a, wb, wa) < WORD_AGREEMENT:
+                return f"content word {wb[v]!r}"
     shared = [w for w in ca if w in sb]
     shared_b = [w for w in cb if w in sa]
     if len(set(shared)) >= 2 and _dedupe(shared) != _dedupe(shared_b):
@@ -361,7 +372,11 @@ class SemanticCache:
     def _part(self, key: tuple[str, ...]) -> _Partition:
         p = self._parts.get(key)
         if p is None:
-            index = self._Index(ndim=DIM, metric="cos", dtype="f32", expansion_search=self.expansion)
+            # f32 keeps similarities exact to ~1e-7 near the threshold; expansion_add 64 (default 128) halves the
+            # insert cost for no recall lost at these sizes (bench/llm_cache.py).
+            index = self._Index(
+                ndim=DIM, metric="cos", dtype="f32", expansion_add=64, expansion_search=self.expansion
+            )
             p = self._parts[key] = _Partition(index)
         return p
 

@@ -581,7 +581,9 @@ class LLMGateway:
         started = time.perf_counter()
         outcome = Outcome()
         try:
-            info = self.versions.get(version_id) or await asyncio.to_thread(self.version, version_id)
+            info = self.versions.get(version_id)
+            if info is None:
+                info = await asyncio.to_thread(self.version, version_id)
             body = self._backend_body(call, sent)
             body["model"] = info.spec.backend.model or info.name
             body["stream"] = False
