@@ -19,7 +19,7 @@ def test_audit_commands(tether, tmp_path):  # noqa: F811
     assert rows == [{"n": 30}]
     assert "inclusion proof: 5 hashes, verifies: True" in tether("audit", "trace", "t7")
     assert "no sealed audit record" in tether("audit", "trace", "nope", expect=2)
-    assert "only predictions replay" in tether("audit", "replay", "t7", expect=2)
+    assert "only predictions and LLM calls replay" in tether("audit", "replay", "t7", expect=2)
     assert "the audit query failed" in tether("audit", "query", "SELEC 1", expect=2)
     assert "sealed 0 record(s); the log holds 30" in tether("audit", "seal")
     with AuditLog(settings) as log:

@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 
 from tether.cli.demo import run_demo
@@ -8,6 +10,8 @@ def test_demo_runs_start_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     run_demo(home=tmp_path)
     out = capsys.readouterr().out
+    sys.stderr.write(out)  # shown by pytest when an assertion fails
+    out = " ".join(out.split())  # the console wraps long lines wherever the numbers put them
     assert "(same id)" in out
     assert "gate fraud/1 vs no champion (floors only): PASS" in out
     assert "gate fraud/2 vs fraud/1: PASS" in out
@@ -18,8 +22,7 @@ def test_demo_runs_start_to_end(tmp_path, capsys, monkeypatch):
     assert "refused:" in out and "refused by the database" in out
     assert ": bug" not in out
     assert "flagged after" in out and "shadow fraud/2 at 100%" in out
-    flat = " ".join(out.split())  # the console wraps long lines
-    assert "(exact cache; 0 tokens, saved" in flat and "(semantic cache (similarity" in flat
-    assert "trimmed from" in flat and "refused with 429" in flat and "tokens per day budget" in flat
-    assert "cache=exact" in flat and "cache=semantic" in flat  # the ledger
+    assert "(exact cache; 0 tokens, saved" in out and "(semantic cache (similarity" in out
+    assert "trimmed from" in out and "refused with 429" in out and "tokens per day budget" in out
+    assert "cache=exact" in out and "cache=semantic" in out  # the ledger
     assert "tether audit verify -> verifies" in out and "verifies: True" in out and "matches" in out

@@ -17,6 +17,7 @@ from tests.conftest import instance_pids
 from tests.llm.conftest import register_llm
 from tether.api.server import Server
 from tether.audit.log import AuditLog
+from tether.audit.replay import replay
 from tether.llm.ledger import Limits, write_limits
 from tether.registry import Registry
 from tether.rollout.controller import Controller
@@ -152,6 +153,10 @@ def test_chat_completions_caches_trimming_and_the_trail(settings, llm_code, tiny
     assert set(traces) <= set(on_trail)
     assert on_trail[traces[1]]["cache"] == "exact"
     assert log.verify().ok
+    with Registry.open(settings) as reg:  # any historical answer can be rebuilt: the version reloaded, rerun
+        for trace in (traces[0], traces[2]):  # a plain answer and a streamed one
+            r = replay(reg, log, trace)
+            assert r["matches"] and r["triad_matches"] and r["inclusion_proof_verifies"], r
 
 
 def test_budgets_hold_under_parallel_requests(settings, llm_code, tiny_model):

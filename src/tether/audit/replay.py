@@ -15,8 +15,8 @@ from tether.registry import Registry
 def replay(registry: Registry, audit: AuditLog, trace_id: str) -> dict[str, Any]:
     found = audit.trace(trace_id)
     rec = found["record"]
-    if rec["kind"] != "prediction":
-        raise InvalidInputError(f"trace {trace_id} is a {rec['kind']} record; only predictions replay")
+    if rec["kind"] not in ("prediction", "llm"):
+        raise InvalidInputError(f"trace {trace_id} is a {rec['kind']} record; only predictions and LLM calls replay")
     payload = orjson.loads(rec["payload"])
     if not payload or "input" not in payload:
         raise InvalidInputError(
@@ -31,11 +31,19 @@ def replay(registry: Registry, audit: AuditLog, trace_id: str) -> dict[str, Any]
     logged = (rec["code_digest"], rec["data_digest"], rec["weights_digest"])
     model = registry.load(mv.id)  # digests and signature verified before a byte is deserialised
     try:
-        out = model.predict(pd.DataFrame.from_records(inputs))
+        if rec["kind"] == "llm":
+            # The conversation the model saw (after the template and trimming), with the logged decoding; a cache
+            # hit replays as the model's own answer, so a semantic hit may differ from what was served.
+            chat = getattr(model.native, "chat", None)
+            if chat is None:
+                raise InvalidInputError(f"version {mv.ref} cannot rerun a conversation (its flavor has no chat)")
+            outputs: Any = chat(inputs["sent"], inputs.get("tools"), inputs.get("response_format"), inputs["decoding"])
+        else:
+            out = model.predict(pd.DataFrame.from_records(inputs))
+            # Exactly as an instance answers (tether.serving.worker), then as the gateway digests it.
+            outputs = orjson.loads(out.to_json(orient="records"))
     finally:
         model.close()
-    # Exactly as an instance answers (tether.serving.worker), then as the gateway digests it.
-    outputs = orjson.loads(out.to_json(orient="records"))
     digest = digest_of(outputs)
     return {
         "trace_id": trace_id,

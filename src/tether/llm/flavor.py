@@ -42,6 +42,25 @@ class _LocalPredictor:
         self.spec = spec
         self.engine = Engine(weights, block_tokens=spec.context.block_tokens, kv_cache_bytes=32 << 20)
 
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        decoding: dict[str, Any],
+    ) -> dict[str, Any]:
+        """One completion of a whole conversation, as the engine's worker answers it (audit replay)."""
+        ids = self.engine.encode(self.engine.render(messages, tools))
+        gen = self.engine.complete(
+            ids,
+            max_tokens=decoding.get("max_tokens") or self.spec.decoding.max_tokens,
+            temperature=decoding.get("temperature") or 0.0,
+            top_p=decoding.get("top_p") or 1.0,
+            seed=decoding.get("seed"),
+            stop=decoding.get("stop") or [],
+        )
+        return {"text": gen.text, "tool_calls": None, "finish_reason": gen.finish_reason}
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         d = self.spec.decoding
         texts, finishes = [], []
@@ -60,35 +79,60 @@ class _RemotePredictor:
     def __init__(self, spec: LLMSpec) -> None:
         self.spec = spec
 
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        decoding: dict[str, Any],
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.spec.backend.model, "messages": messages, "stream": False}
+        body.update({k: v for k, v in decoding.items() if v not in (None, [])})
+        if tools:
+            body["tools"] = tools
+        if response_format:
+            body["response_format"] = response_format
+        choice = self._post(body)["choices"][0]
+        msg = choice.get("message") or {}
+        return {
+            "text": msg.get("content") or "",
+            "tool_calls": msg.get("tool_calls"),
+            "finish_reason": choice.get("finish_reason") or "stop",
+        }
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        b = self.spec.backend
+        headers = {"Content-Type": "application/json"}
+        if b.api_key_env and os.environ.get(b.api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[b.api_key_env]}"
+        url = b.endpoints[0].rstrip("/") + "/chat/completions"
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)  # noqa: S310 (http(s) only: the spec checks)
+        try:
+            with urllib.request.urlopen(req, timeout=b.timeout_s) as resp:  # noqa: S310
+                answer: dict[str, Any] = json.loads(resp.read())
+        except OSError as e:
+            raise ExternalCommandError(f"the LLM endpoint {url} did not answer: {e}") from None
+        return answer
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        b, d = self.spec.backend, self.spec.decoding
-        texts, finishes = [], []
-        for prompt in frame["prompt"]:
-            body: dict[str, Any] = {
-                "model": b.model,
-                "messages": messages_for(self.spec, [{"role": "user", "content": str(prompt)}]),
-                "max_tokens": d.max_tokens,
-                "temperature": d.temperature,
-                "top_p": d.top_p,
-            }
-            if d.seed is not None:
-                body["seed"] = d.seed
-            if d.stop:
-                body["stop"] = d.stop
-            headers = {"Content-Type": "application/json"}
-            if b.api_key_env and os.environ.get(b.api_key_env):
-                headers["Authorization"] = f"Bearer {os.environ[b.api_key_env]}"
-            url = b.endpoints[0].rstrip("/") + "/chat/completions"
-            req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)  # noqa: S310 (http(s) only: the spec checks)
-            try:
-                with urllib.request.urlopen(req, timeout=b.timeout_s) as resp:  # noqa: S310
-                    answer = json.loads(resp.read())
-            except OSError as e:
-                raise ExternalCommandError(f"the LLM endpoint {url} did not answer: {e}") from None
-            choice = answer["choices"][0]
-            texts.append(choice["message"].get("content") or "")
-            finishes.append(choice.get("finish_reason") or "stop")
-        return pd.DataFrame({"text": texts, "finish_reason": finishes})
+        d = self.spec.decoding
+        decoding = {
+            "max_tokens": d.max_tokens,
+            "temperature": d.temperature,
+            "top_p": d.top_p,
+            "seed": d.seed,
+            "stop": d.stop,
+        }
+        out = [
+            self.chat(
+                messages_for(self.spec, [{"role": "user", "content": str(p)}]),
+                self.spec.prompt.tools or None,
+                self.spec.prompt.response_format,
+                decoding,
+            )
+            for p in frame["prompt"]
+        ]
+        return pd.DataFrame({"text": [o["text"] for o in out], "finish_reason": [o["finish_reason"] for o in out]})
 
 
 class LLMFlavor:

@@ -23,7 +23,9 @@ import contextlib
 import hashlib
 import logging
 import random
+import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -171,6 +173,7 @@ class Call:
     response_format: dict[str, Any] | None
     decoding: dict[str, Any]
     report: TrimReport = field(default_factory=lambda: TrimReport(0, 0, 0, 0, 0))
+    sent: list[dict[str, Any]] = field(default_factory=list)  # the messages after trimming: what the model saw
 
     @property
     def cid(self) -> str:
@@ -209,6 +212,8 @@ class LLMGateway:
         self.calibration_samples = 0
         self.llm_models: set[str] = set()
         self._served_versions: set[str] = set()
+        self._specs: dict[str, tuple[LLMSpec | None, str]] = {}
+        self._loading = threading.Lock()
         self._scratch = Path(tempfile.mkdtemp(prefix="tether-llm-gw-"))
         app = gateway.app
         app.router.add_get("/v1/models", self.models)
@@ -240,24 +245,38 @@ class LLMGateway:
         """Served LLM versions whose backend is remote: the runtime starts no process for them."""
         out = {}
         for vid in self._served_versions:
-            info = self.versions.get(vid) or self.version(vid)
-            b = info.spec.backend
-            if b.kind == "openai":
-                out[vid] = (b.endpoints[0], "openai", b.model or info.name)
+            spec, name = self._spec_of(vid)
+            b = spec.backend if spec is not None else None
+            if b is not None and b.kind == "openai":
+                out[vid] = (b.endpoints[0], "openai", b.model or name)
         return out
 
     def _is_llm(self, version_id: str) -> bool:
-        if version_id in self.versions:
-            return True
-        return self.registry.get(version_id).flavor == "llm"
+        return self._spec_of(version_id)[0] is not None
+
+    def _spec_of(self, version_id: str) -> tuple[LLMSpec | None, str]:
+        """A version's LLM spec (None for other flavors), read once: the refresh loop asks every half second, on
+        the event loop, so this must not load tokenizers (`version` does that, off the loop)."""
+        found = self._specs.get(version_id)
+        if found is None:
+            mv = self.registry.get(version_id)
+            spec = LLMSpec.parse(mv.flavor_config["spec"]) if mv.flavor == "llm" else None
+            found = self._specs[version_id] = (spec, mv.name)
+        return found
 
     def start(self) -> None:
         seed_from_ledger(self.db, self.budgets, self.gw.clock.now())
         self.refresh()
 
     def version(self, version_id: str) -> VersionInfo:
+        """A served version's spec and tokenizer, loaded once however many first requests arrive together."""
         info = self.versions.get(version_id)
-        if info is None:
+        if info is not None:
+            return info
+        with self._loading:
+            info = self.versions.get(version_id)
+            if info is not None:
+                return info
             mv = self.registry.get(version_id)
             spec = LLMSpec.parse(mv.flavor_config["spec"])
             tokenizer = None
@@ -265,14 +284,17 @@ class LLMGateway:
                 from transformers import AutoTokenizer
 
                 dest = self._scratch / mv.weights.digest
-                if not dest.exists():
-                    self.registry.materialize_weights(mv, dest, only=lambda p: Path(p).name.startswith(TOKENIZER_FILES))
+                if not dest.exists():  # verified files into a fresh folder, renamed whole: never half there
+                    part = self._scratch / f"{mv.weights.digest}.part"
+                    shutil.rmtree(part, ignore_errors=True)
+                    self.registry.materialize_weights(mv, part, only=lambda p: Path(p).name.startswith(TOKENIZER_FILES))
+                    part.rename(dest)
                 tokenizer = AutoTokenizer.from_pretrained(dest)
             info = VersionInfo(
                 version_id, mv.name, spec, (mv.code.digest, mv.data.digest, mv.weights.digest), tokenizer
             )
             self.versions[version_id] = info
-        return info
+            return info
 
     def embedder(self) -> Any:
         if self._embedder is None:
@@ -306,6 +328,7 @@ class LLMGateway:
             t.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await asyncio.to_thread(self.ledger.flush)
+        shutil.rmtree(self._scratch, ignore_errors=True)  # the tokenizer files fetched for local versions
 
     # -- routes ---------------------------------------------------------------------------------------------
     async def models(self, request: web.Request) -> web.Response:
@@ -358,6 +381,14 @@ class LLMGateway:
         return result
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._chat(request)
+        except Exception as e:  # a bug: still an OpenAI-shaped answer, and the traceback in the log
+            log.exception("chat completion failed")
+            self.gw.rejected[("llm", "internal_error")] += 1
+            return _err(500, f"internal error in the tether gateway: {type(e).__name__}: {e}", code="internal_error")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         trace = self.gw.ids.new()
         auth = self._auth(request)
@@ -433,6 +464,7 @@ class LLMGateway:
             return _err(
                 400, f"{e}; shorten the conversation", param="messages", code="context_length_exceeded", trace=trace
             )
+        call.sent = sent
         if spec.prompt.system is not None:  # report indices into the request's own messages
             call.report.dropped = [i - 1 for i in call.report.dropped]
         # The reservation must cover the real use: exact for the embedded engine (its own template and tokenizer),
@@ -871,7 +903,15 @@ class LLMGateway:
         if self.gw.audit is None:
             return
         info = call.info
-        request = {"messages": call.messages, "tools": call.tools, "decoding": call.decoding}
+        # What arrived (after the version's template) and what the model saw (after trimming): replay reruns the
+        # latter (tether audit replay).
+        request = {
+            "messages": call.messages,
+            "sent": call.sent,
+            "tools": call.tools,
+            "response_format": call.response_format,
+            "decoding": call.decoding,
+        }
         output = {"text": outcome.text, "tool_calls": outcome.tool_calls, "finish_reason": outcome.finish_reason}
         payload = {
             "input": request,
