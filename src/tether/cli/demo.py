@@ -513,6 +513,13 @@ def _llm(reg: Registry, settings: Settings, root: Path) -> None:
     from tether.serving.window import MetricStore
 
     logging.getLogger("tether.llm").setLevel(logging.ERROR)
+    # Quiet Hugging Face's progress bars and advice, here and in the instance process that inherits this env.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     project = root / "assistant"
     if project.exists():
         shutil.rmtree(project)

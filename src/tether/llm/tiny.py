@@ -94,10 +94,12 @@ def build_tiny_gpt2(
             width = max(map(len, batch))
             x = torch.full((len(batch), width), tok.pad_token_id)
             labels = torch.full((len(batch), width), -100)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
             for i, seq in enumerate(batch):
                 x[i, : len(seq)] = torch.tensor(seq)
                 labels[i, : len(seq)] = torch.tensor(seq)
-            loss = model(input_ids=x, labels=labels).loss
+                mask[i, : len(seq)] = 1
+            loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
