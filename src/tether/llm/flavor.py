@@ -35,7 +35,43 @@ def messages_for(spec: LLMSpec, messages: list[dict[str, Any]]) -> list[dict[str
     return [{"role": "system", "content": spec.prompt.system}, *messages]
 
 
-class _LocalPredictor:
+class _Predictor:
+    """``predict(frame)`` for the gate and ``tether predict``: each ``prompt`` as one user message under the
+    version's template and decoding, through the backend's ``chat``."""
+
+    spec: LLMSpec
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        decoding: dict[str, Any],
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        p, d = self.spec.prompt, self.spec.decoding
+        decoding = {
+            "max_tokens": d.max_tokens,
+            "temperature": d.temperature,
+            "top_p": d.top_p,
+            "seed": d.seed,
+            "stop": d.stop,
+        }
+        out = [
+            self.chat(
+                messages_for(self.spec, [{"role": "user", "content": str(q)}]),
+                p.tools or None,
+                p.response_format,
+                decoding,
+            )
+            for q in frame["prompt"]
+        ]
+        return pd.DataFrame({"text": [o["text"] for o in out], "finish_reason": [o["finish_reason"] for o in out]})
+
+
+class _LocalPredictor(_Predictor):
     def __init__(self, weights: Path, spec: LLMSpec) -> None:
         from tether.llm.engine import Engine
 
@@ -61,21 +97,8 @@ class _LocalPredictor:
         )
         return {"text": gen.text, "tool_calls": None, "finish_reason": gen.finish_reason}
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        d = self.spec.decoding
-        texts, finishes = [], []
-        for prompt in frame["prompt"]:
-            msgs = messages_for(self.spec, [{"role": "user", "content": str(prompt)}])
-            ids = self.engine.encode(self.engine.render(msgs, self.spec.prompt.tools or None))
-            gen = self.engine.complete(
-                ids, max_tokens=d.max_tokens, temperature=d.temperature, top_p=d.top_p, seed=d.seed, stop=d.stop
-            )
-            texts.append(gen.text)
-            finishes.append(gen.finish_reason)
-        return pd.DataFrame({"text": texts, "finish_reason": finishes})
 
-
-class _RemotePredictor:
+class _RemotePredictor(_Predictor):
     def __init__(self, spec: LLMSpec) -> None:
         self.spec = spec
 
@@ -113,26 +136,6 @@ class _RemotePredictor:
         except OSError as e:
             raise ExternalCommandError(f"the LLM endpoint {url} did not answer: {e}") from None
         return answer
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        d = self.spec.decoding
-        decoding = {
-            "max_tokens": d.max_tokens,
-            "temperature": d.temperature,
-            "top_p": d.top_p,
-            "seed": d.seed,
-            "stop": d.stop,
-        }
-        out = [
-            self.chat(
-                messages_for(self.spec, [{"role": "user", "content": str(p)}]),
-                self.spec.prompt.tools or None,
-                self.spec.prompt.response_format,
-                decoding,
-            )
-            for p in frame["prompt"]
-        ]
-        return pd.DataFrame({"text": [o["text"] for o in out], "finish_reason": [o["finish_reason"] for o in out]})
 
 
 class LLMFlavor:

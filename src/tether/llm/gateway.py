@@ -372,11 +372,8 @@ class LLMGateway:
         return web.json_response(body)
 
     def _auth(self, request: web.Request) -> web.Response | ApiKey | None:
-        if self.gw.keys is None:
-            return None
-        result = self.gw.keys.check(request.headers.get("Authorization"), "predict")
-        if isinstance(result, tuple):
-            self.gw.rejected[("llm", f"auth_{result[0]}")] += 1
+        result = self.gw.authenticate(request, "predict", model="llm")
+        if isinstance(result, tuple):  # OpenAI's error shape for the serving gateway's own check
             return _err(result[0], result[1], code="invalid_api_key" if result[0] == 401 else None)
         return result
 

@@ -30,7 +30,7 @@ from tether.core.ids import TraceIdGenerator
 from tether.monitor.live import LiveProfiler
 from tether.registry import Registry
 from tether.serving import table as routing_table
-from tether.serving.auth import KeyRing
+from tether.serving.auth import ApiKey, KeyRing
 from tether.serving.contract import InputValidator
 from tether.serving.routing import RoutingTable
 from tether.serving.runtime import Instance, Runtime
@@ -128,14 +128,21 @@ class Gateway:
         except web.HTTPException:
             raise
 
-    def _deny(self, request: web.Request, action: str) -> web.Response | None:
+    def authenticate(
+        self, request: web.Request, action: str, model: str | None = None
+    ) -> ApiKey | tuple[int, str] | None:
+        """The caller's key (None with auth off), or (status, message) when it may not do ``action``; refusals
+        are counted per model. Every route of the process checks keys here and only formats the refusal."""
         if self.keys is None:
             return None
         result = self.keys.check(request.headers.get("Authorization"), action)
         if isinstance(result, tuple):
-            self.rejected[(request.match_info.get("name", "-"), f"auth_{result[0]}")] += 1
-            return _error(*result)
-        return None
+            self.rejected[(model or request.match_info.get("name", "-"), f"auth_{result[0]}")] += 1
+        return result
+
+    def _deny(self, request: web.Request, action: str) -> web.Response | None:
+        result = self.authenticate(request, action)
+        return _error(*result) if isinstance(result, tuple) else None
 
     # -- handlers -----------------------------------------------------------------------------------------
     async def predict(self, request: web.Request) -> web.Response:
