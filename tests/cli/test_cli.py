@@ -70,7 +70,7 @@ def test_register_show_versions_alias_reproduce(tether, project, tmp_path):
     assert shown["params"] == {"max_iter": 20} and shown["weights"]["signed"]
     assert "fraud/1" in tether("versions")
     assert "commit" in tether("show", "fraud@latest")
-    assert "needs a PASS gate report" in tether(
+    assert "fraud has no gate policy" in tether(
         "alias", "set", "fraud", "champion", "fraud/1", "--reason", "x", expect=2
     )
     out = tether("alias", "set", "fraud", "champion", "fraud/1", "--reason", "first", "--force")

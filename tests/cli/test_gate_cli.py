@@ -13,14 +13,18 @@ def test_gate_run_show_list_and_exit_codes(tether, project, tmp_path):  # noqa: 
     digest = tether("data", "add", project.root / "data" / "gold.parquet").split()[0]
     assert len(digest) == 64
 
-    out = tether(
-        "gate", "run", "fraud", "--candidate", "fraud/1", "--spec", spec, "--html", tmp_path / "r.html", expect=0
-    )
-    assert "PASS" in out and "against champion none" in out
+    # An ad-hoc spec before any policy: a verdict that moves nothing.
+    assert "ad hoc" in tether("gate", "run", "fraud", "--candidate", "fraud/1", "--spec", spec, expect=0)
+    assert "no gate policy" in tether("gate", "run", "fraud", "--candidate", "fraud/1", expect=2)
+    assert "gate policy" in tether("gate", "policy", "set", "fraud", "--spec", spec, "--reason", "team spec")
+    assert "min_rows" in tether("gate", "policy", "show", "fraud")
+    assert "team spec" in tether("gate", "policy", "history", "fraud")
+    out = tether("gate", "run", "fraud", "--candidate", "fraud/1", "--html", tmp_path / "r.html", expect=0)
+    assert "PASS" in out and "against champion none" in out and "in force" in out
     assert "<svg" in (tmp_path / "r.html").read_text()
     report_id = out.split("report ")[1].split()[0]
     shown = json.loads(tether("gate", "show", report_id[:8], "--json"))
-    assert shown["verdict"] == "PASS" and shown["gold"][0]["digest"] == digest
+    assert shown["verdict"] == "PASS" and shown["gold"][0]["digest"] == digest and shown["policy"]["in_force"]
     assert "PASS" in tether("gate", "list", "fraud")
     assert "gate report" in tether("alias", "set", "fraud", "champion", "fraud/1", "--reason", "passed")
 

@@ -5,9 +5,11 @@ def test_deploy_rollout_and_keys_from_the_command_line(tether, project):  # noqa
     _register(tether, project)
     project.train("--learning-rate", "0.3")
     _register(tether, project)
-    assert "needs a PASS gate report" in tether("deploy", "fraud", "fraud/1", expect=2)
+    assert "fraud has no gate policy" in tether("deploy", "fraud", "fraud/1", expect=2)
     assert "100% -> " in tether("deploy", "fraud", "fraud/1", "--force", "--reason", "first")
-    assert "needs a PASS gate report" in tether("rollout", "start", "fraud", "--candidate", "fraud/2", expect=2)
+    assert "cannot start: fraud has no gate policy" in tether(
+        "rollout", "start", "fraud", "--candidate", "fraud/2", expect=2
+    )
     assert "--force needs a --reason" in tether(
         "rollout", "start", "fraud", "--candidate", "fraud/2", "--force", expect=2
     )

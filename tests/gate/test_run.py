@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from tests.conftest import _load_example
 from tether.core import ConflictError, InvalidInputError, NotFoundError
-from tether.gate import Verdict, get_report, list_reports, load_spec, report_html, run_gate
+from tether.gate import Verdict, get_report, list_reports, load_spec, report_html, run_gate, set_policy
 
 SPEC = {
     "model": "fraud",
@@ -38,6 +38,7 @@ def gated(registry, project, gold_frame):
     gold_frame.to_parquet(project.root / "data" / "gold.parquet", index=False)
     spec = load_spec(SPEC)
     spec._base = project.root
+    set_policy(registry, spec, reason="the team's spec", role="admin")
     return registry, project, spec
 
 
@@ -65,7 +66,7 @@ def test_first_champion_passes_on_floors_then_a_slice_regression_fails(gated):
     failed = {(t["scope"], t["name"]) for t in report.tests if t["status"] == "fail"}
     assert ("country=BR", "false_positive_rate") in failed
     assert any("country=BR" in r for r in report.reasons)
-    with pytest.raises(ConflictError, match="needs a PASS gate report"):
+    with pytest.raises(ConflictError, match="FAILed .* a PASS elsewhere does not outweigh it"):
         registry.set_alias("fraud", "champion", bad.ref, reason="no")
     ev = registry.set_alias("fraud", "champion", good.ref, reason="passed")
     assert ev.gate_report_id and not ev.forced
@@ -93,7 +94,7 @@ def test_a_pass_against_an_old_champion_does_not_count(gated):
     assert run_gate(registry, spec, v2.ref).verdict is Verdict.PASS
     v3 = _train_register(registry, project, "v3", "--learning-rate", "0.15")
     registry.set_alias("fraud", "champion", v3.ref, reason="emergency", force=True)
-    with pytest.raises(ConflictError, match="against the current champion"):
+    with pytest.raises(ConflictError, match="has no PASS gate report against the champion"):
         registry.set_alias("fraud", "champion", v2.ref, reason="old report")
 
 

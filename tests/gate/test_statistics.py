@@ -141,8 +141,15 @@ def test_percentile_interval_matches_scipy_bootstrap():
 
 
 def test_bootstrap_p_values():
-    s = np.array([0.1, 0.2, 0.3, 0.4])
-    assert bs.p_at_most(s, 0.0) == pytest.approx(1 / 5)  # all above the bound: smallest possible p
-    assert bs.p_at_most(s, 0.25) == pytest.approx(3 / 5)
-    assert bs.p_at_least(s, 0.25) == pytest.approx(3 / 5)
-    assert bs.p_at_most(np.array([np.nan, 1.0]), 0.0) == pytest.approx(2 / 3)  # undefined counts against
+    from scipy.stats import norm
+
+    s = np.random.default_rng(0).normal(1.0, 0.5, 2000)
+    # Enough resamples on the null side: the empirical percentile p-value, exactly.
+    assert bs.p_at_most(s, 0.25) == pytest.approx((1 + np.sum(s <= 0.25)) / 2001)
+    assert bs.p_at_least(s, 1.5) == pytest.approx((1 + np.sum(s >= 1.5)) / 2001)
+    # None on the null side: not floored at 1/(B+1), but the normal tail of the bootstrap distribution.
+    p = bs.p_at_most(s, -2.0)
+    assert p < 1 / 2001 and p == pytest.approx(norm.sf((s.mean() + 2.0) / s.std(ddof=1)))
+    # Undefined resamples count against rejection, and a degenerate distribution says nothing about its tail.
+    assert bs.p_at_most(np.array([np.nan, 1.0]), 0.0) == pytest.approx(2 / 3)
+    assert bs.p_at_most(np.zeros(1000), -0.1) == pytest.approx(1 / 1001)

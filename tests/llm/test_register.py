@@ -24,7 +24,7 @@ def test_the_gate_rule_applies(registry, llm_code, tiny_model):
     mv = register_llm(registry, "helpdesk", llm_code, tiny_model, SPEC)
     registry.set_alias("helpdesk", "champion", mv.ref, reason="first", force=True)
     other = register_llm(registry, "helpdesk", llm_code, tiny_model, {**SPEC, "decoding": {"temperature": 0.5}})
-    with pytest.raises(ConflictError, match="needs a PASS gate report"):
+    with pytest.raises(ConflictError, match="helpdesk has no gate policy"):
         registry.set_alias("helpdesk", "champion", other.ref, reason="no gate")
 
 

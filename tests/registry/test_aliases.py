@@ -67,7 +67,7 @@ def test_champion_needs_a_pass_report_or_a_recorded_force(registry, project):
     from tether.core import ConflictError
 
     project.register(registry)
-    with pytest.raises(ConflictError, match=r"needs a PASS gate report for fraud/1 against no champion"):
+    with pytest.raises(ConflictError, match=r"fraud has no gate policy"):
         registry.set_alias("fraud", "champion", "fraud/1", reason="no gate")
     assert registry.alias_history("fraud") == []
     ev = registry.set_alias("fraud", "challenger", "fraud/1", reason="challengers are not gated")

@@ -284,7 +284,7 @@ def test_undecided_for_too_long_pauses_for_a_human(setup):
 
 def test_starting_needs_a_deployment_a_gate_pass_and_no_other_rollout(setup, project):
     reg, ctrl, metrics, clock, v1, v2 = setup
-    with pytest.raises(ConflictError, match="needs a PASS gate report"):
+    with pytest.raises(ConflictError, match="cannot start: fraud has no gate policy"):
         ctrl.start("fraud", v2.ref, PLAN)
     with pytest.raises(Exception, match="--force needs a --reason"):
         ctrl.start("fraud", v2.ref, PLAN, force=True)

@@ -69,3 +69,26 @@ def test_missing_driver_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(MissingExtraError, match=r"tether\[postgres\]"):
         normalise_url("postgresql://u@h/db")
+
+
+#: Tables that change by design (pointers and state machines whose history lives in an insert-only table).
+MUTABLE = {"routing", "rollouts", "api_keys", "endpoints", "live_profiles", "monitor_configs", "llm_budgets"}
+
+
+def test_every_table_is_either_insert_only_or_named_mutable():
+    assert set(metadata.tables) == set(IMMUTABLE_TABLES) | MUTABLE
+    assert not set(IMMUTABLE_TABLES) & MUTABLE
+
+
+def test_every_insert_only_table_refuses_update_delete_and_truncate(backend_settings):
+    db = Database(backend_settings.resolved_database_url)
+    with db.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            rows = conn.execute(text("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'")).all()
+            for t in IMMUTABLE_TABLES:
+                assert {f"{t}_no_update", f"{t}_no_delete"} <= {n for tbl, n in rows if tbl == t}, t
+    if db.engine.dialect.name == "postgresql":
+        for t in IMMUTABLE_TABLES:
+            with pytest.raises(Exception, match="rows are immutable"), db.begin() as conn:
+                conn.execute(text(f"TRUNCATE {t} CASCADE"))
+    db.dispose()

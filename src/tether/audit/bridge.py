@@ -1,4 +1,5 @@
-"""Decisions onto the trail: alias moves, gate verdicts, rollout decisions and drift anomalies.
+"""Decisions onto the trail: registered versions, gate policies, alias moves, gate verdicts, rollout decisions
+and drift anomalies.
 
 Those are written first to their own insert-only tables by the registry, the gate, the controller and the
 drift watch (layers below the audit log, which must not depend on it). `sync` copies every row not yet on the
@@ -17,9 +18,19 @@ from sqlalchemy import Table, select
 
 from tether.audit.log import AuditLog, AuditRecord, digest_of
 from tether.registry import Registry
-from tether.store.tables import alias_events, anomalies, gate_reports, rollout_events, rollouts
+from tether.store.tables import (
+    alias_events,
+    anomalies,
+    gate_policies,
+    gate_reports,
+    model_versions,
+    rollout_events,
+    rollouts,
+)
 
 SOURCES: list[tuple[str, Table, str, Any]] = [
+    ("version", model_versions, "created_at", model_versions.c.created_at),
+    ("policy", gate_policies, "at", gate_policies.c.id),
     ("alias", alias_events, "at", alias_events.c.id),
     ("gate", gate_reports, "created_at", gate_reports.c.created_at),
     ("rollout", rollout_events, "at", rollout_events.c.id),
@@ -30,7 +41,9 @@ SOURCES: list[tuple[str, Table, str, Any]] = [
 class Bridge:
     def __init__(self, registry: Registry, log: AuditLog) -> None:
         self.registry, self.log = registry, log
-        _, rows = log.query("SELECT trace_id FROM records WHERE kind IN ('alias', 'gate', 'rollout', 'anomaly')")
+        _, rows = log.query(
+            "SELECT trace_id FROM records WHERE kind IN (" + ", ".join(f"'{k}'" for k, *_ in SOURCES) + ")"
+        )
         self.done: set[str] = {r[0] for r in rows}
         self._triads: dict[str, tuple[str, str, str]] = {}
 
@@ -64,8 +77,10 @@ class Bridge:
                         model, version = models.get(row["rollout_id"], ("", ""))
                     elif kind == "gate":
                         model, version = row["model_name"], row["candidate_id"]
+                    elif kind == "version":
+                        model, version = row["name"], row["id"]
                     else:
-                        model, version = row["model_name"], row["version_id"] or ""
+                        model, version = row["model_name"], row.get("version_id") or ""
                     code, data, weights = self._triad(version)
                     yield AuditRecord(
                         kind=kind,

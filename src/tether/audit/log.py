@@ -22,10 +22,11 @@ from __future__ import annotations
 import fcntl
 import gc
 import hashlib
+import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tether.audit import checkpoint as ckpt
 from tether.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from tether.audit.wal import WriteAheadLog, scan
-from tether.core import InvalidInputError, NotFoundError, Settings, SigningKey, TetherError
-from tether.core.signing import verify_signature
+from tether.core import IntegrityError, InvalidInputError, NotFoundError, Settings, SigningKey, TetherError
 
-KINDS = ("prediction", "llm", "alias", "gate", "rollout", "anomaly", "cache")
+log = logging.getLogger(__name__)
+
+KINDS = ("prediction", "llm", "version", "policy", "alias", "gate", "rollout", "anomaly", "cache")
 FIELDS = (
     "kind",
     "trace_id",
@@ -145,19 +148,6 @@ def canonical(seq: int, record: dict[str, Any] | bytes) -> bytes:
     return seq.to_bytes(8, "big") + body
 
 
-@dataclass
-class VerifyReport:
-    records: int = 0
-    segments: int = 0
-    checkpoints: int = 0
-    problems: list[str] = field(default_factory=list)
-    verified_through: int = -1  # the last sequence number up to which everything checked out
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
 class AuditLog:
     def __init__(self, settings: Settings, *, root: Path | None = None) -> None:
         self.root = root or settings.home / "audit"
@@ -166,6 +156,7 @@ class AuditLog:
             # The store's default key, as 'tether init' would create it: checkpoints are never left unsigned.
             SigningKey.generate().save(key_path)
         self.key = SigningKey.load(key_path)
+        self.witness = settings.audit_witness
         for sub in ("wal", "segments", "checkpoints"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         # One writer per log: the first process to open it (tether serve) writes and seals; others (the CLI
@@ -177,9 +168,20 @@ class AuditLog:
         except BlockingIOError:
             self.writer = False
         self.tree = MerkleTree()
+        #: Segments that could not be read: reading and verifying go on (verify names them); writing refuses.
+        self.damaged: list[str] = []
         for seg in self.segments():
-            for leaf in pq.read_table(seg, columns=["leaf"]).column("leaf").to_pylist():
+            try:
+                leaves = pq.read_table(seg, columns=["leaf"]).column("leaf").to_pylist()
+            except (OSError, pa.ArrowException):
+                self.damaged.append(seg.name)
+                continue
+            for leaf in leaves:
                 self.tree.append_hash(leaf)
+        if self.damaged and self.writer:
+            self._lock_file.close()
+            self.writer = False  # never extend a log whose history cannot be read
+            log.error("audit segments %s are unreadable: the log is read-only until restored", self.damaged)
         self._lock = threading.Lock()  # one seal at a time; the WAL swap is short
         self._wal: WriteAheadLog | None = None
         self.recovered = 0
@@ -277,20 +279,53 @@ class AuditLog:
         self._checkpoint(dest.name)
 
     def _checkpoint(self, segment: str) -> None:
-        size, root = self.tree.size, self.tree.root().hex()
+        """Sign a checkpoint for the segment just written: numbered, chained to the one before, covering the
+        segment file's bytes; then hand it to the witness (see `tether.audit.checkpoint`)."""
+        size, root = self.tree.size, self.tree.root()
         at = datetime.now(UTC).isoformat(timespec="seconds")
+        last = self._last_checkpoint()
+        index = 0 if last is None else int(last.get("index", last.get("_position", -1))) + 1
+        previous = None if last is None else str(last.get("note_digest") or _legacy_digest(last))
+        cp = ckpt.Checkpoint(
+            ckpt.origin(self.key.public_key_hex),
+            size,
+            root,
+            index,
+            previous,
+            segment,
+            ckpt.file_digest(self.root / "segments" / segment),
+            at,
+        )
+        note = ckpt.sign(cp, self.key)
         doc = {
             "tree_size": size,
-            "root": root,
+            "root": root.hex(),
             "time": at,
+            "index": index,
+            "previous": previous,
             "segment": segment,
+            "segment_digest": cp.segment_digest,
             "public_key": self.key.public_key_hex,
-            "signature": self.key.sign(_checkpoint_message(size, root, at)),
+            "note": note,
+            "note_digest": ckpt.note_digest(note),
         }
         dest = self.root / "checkpoints" / f"{size:012d}.json"
         tmp = dest.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         _fsync_rename(tmp, dest)
+        if self.witness:
+            try:
+                ckpt.publish(self.witness, note, cp)
+            except Exception as e:  # the records are sealed and checkpointed locally: never lose them for this
+                log.warning("audit checkpoint %d was not published to the witness %s: %s", size, self.witness, e)
+
+    def _last_checkpoint(self) -> dict[str, Any] | None:
+        cps = self.checkpoints()
+        if not cps:
+            return None
+        last = cps[-1]
+        last["_position"] = len(cps) - 1
+        return last
 
     def close(self) -> None:
         if self._wal is not None:
@@ -323,7 +358,7 @@ class AuditLog:
 
         con = duckdb.connect()
         try:
-            files = [str(p) for p in self.segments()]
+            files = [str(p) for p in self.verified_segments()]
             if files:
                 con.execute(f"CREATE VIEW records AS SELECT * FROM read_parquet({files!r})")
             else:  # nothing sealed yet: an empty table with the same columns
@@ -339,9 +374,35 @@ class AuditLog:
         finally:
             con.close()
 
+    def verified_segments(self) -> list[Path]:
+        """The segment files, each checked byte for byte against the digest its signed checkpoint holds, so no
+        edited footer statistic or row can decide what a query or trace returns."""
+        covered = {c["segment"]: c.get("segment_digest") for c in self.checkpoints() if c.get("segment")}
+        out = []
+        for seg in self.segments():
+            if seg.name not in covered:
+                raise IntegrityError(
+                    f"audit segment {seg.name} is named by no signed checkpoint",
+                    expected="a checkpoint for every segment",
+                    actual="none",
+                    hint="a segment was added or its checkpoint removed; run 'tether audit verify'",
+                )
+            want = covered[seg.name]  # None: a checkpoint from before segment digests (its leaves still verify)
+            if want is not None and (got := ckpt.file_digest(seg)) != want:
+                raise IntegrityError(
+                    f"audit segment {seg.name} was changed after it was sealed (its bytes no longer match its "
+                    "signed checkpoint)",
+                    expected=want,
+                    actual=got,
+                    hint="run 'tether audit verify' and restore the segment from a backup",
+                )
+            out.append(seg)
+        return out
+
     def trace(self, trace_id: str) -> dict[str, Any]:
-        """A record by trace id with its inclusion proof against the latest checkpoint, verified."""
-        for seg in reversed(self.segments()):
+        """A record by trace id with its inclusion proof against the latest checkpoint, proven from the record's
+        own content (its leaf recomputed, never read from a stored column)."""
+        for seg in reversed(self.verified_segments()):
             table = pq.read_table(seg, filters=[("trace_id", "=", trace_id)])
             if table.num_rows:
                 row = table.to_pylist()[0]
@@ -352,13 +413,24 @@ class AuditLog:
                 hint="records are sealed every few seconds; 'tether audit seal' seals now",
             )
         cps = self.checkpoints()
+        if not cps:
+            raise NotFoundError("the audit log has no checkpoint yet", hint="'tether audit seal' makes one")
         cp = cps[-1]
         seq, size = int(row["seq"]), int(cp["tree_size"])
+        leaf = leaf_hash(canonical(seq, _record_of(row)))
+        if size > self.tree.size or seq >= size:
+            raise IntegrityError(
+                f"the latest checkpoint covers {size} records but the segments hold {self.tree.size}",
+                expected=str(size),
+                actual=str(self.tree.size),
+                hint="records or segments were removed; run 'tether audit verify'",
+            )
         proof = self.tree.inclusion_proof(seq, size)
-        ok = verify_inclusion(seq, size, row["leaf"], proof, bytes.fromhex(cp["root"]))
+        ok = leaf == row["leaf"] and verify_inclusion(seq, size, leaf, proof, bytes.fromhex(cp["root"]))
         return {
             "record": {k: v for k, v in row.items() if k != "leaf"},
-            "leaf": row["leaf"].hex(),
+            "leaf": leaf.hex(),
+            "stored_leaf_matches": leaf == row["leaf"],
             "checkpoint": {k: cp[k] for k in ("tree_size", "root", "time", "file")},
             "proof": [p.hex() for p in proof],
             "proof_verifies": ok,
@@ -382,66 +454,30 @@ class AuditLog:
         ok = verify_consistency(first, second, proof, bytes.fromhex(a["root"]), bytes.fromhex(b["root"]))
         return {"first": a, "second": b, "proof": [p.hex() for p in proof], "verifies": ok}
 
-    def verify(self) -> VerifyReport:
-        return verify_log(self.root, self.key.public_key_hex)
+    def verify(self, held: list[str] | None = None) -> Any:
+        """Check the whole log; ``held`` are checkpoint notes kept elsewhere (an auditor's, a witness's): each
+        must be consistent with the log as it is now. Notes in a witness folder are checked too."""
+        notes = list(held or [])
+        if self.witness and not self.witness.startswith(("http://", "https://")):
+            notes += [p.read_text() for p in sorted(Path(self.witness).glob("*.checkpoint"))]
+        from tether.audit.verify import verify_log
+
+        return verify_log(self.root, self.key.public_key_hex, held=notes)
 
 
-def verify_log(root: Path, public_key_hex: str) -> VerifyReport:
-    """Recompute every leaf and root from the segments; check every checkpoint. Never stops at the first problem."""
-    report = VerifyReport()
-    tree = MerkleTree()
-    expected = 0
-    intact = True
-    for seg in sorted((root / "segments").glob("*.parquet")):
-        report.segments += 1
-        try:
-            rows = pq.read_table(seg).to_pylist()
-        except (OSError, pa.ArrowException) as e:
-            report.problems.append(f"segment {seg.name} is unreadable: {e}")
-            intact = False
-            continue
-        for row in rows:
-            seq = row["seq"]
-            if seq != expected:
-                what = "missing" if seq > expected else "out of order or inserted"
-                report.problems.append(f"{seg.name}: record {seq} where {expected} was expected ({what})")
-                intact = False
-            rec = {f: row[f] for f in FIELDS}
-            rec["at"] = row["at"].astimezone(UTC).isoformat(timespec="microseconds")
-            rec["payload"] = orjson.loads(row["payload"])
-            leaf = leaf_hash(canonical(seq, rec))
-            if leaf != row["leaf"]:
-                report.problems.append(f"{seg.name}: record {seq} was changed (its bytes no longer hash to its leaf)")
-                intact = False
-            tree.append_hash(leaf)
-            report.records += 1
-            expected = seq + 1
-            if intact:
-                report.verified_through = seq
-    sizes = set()
-    for p in sorted((root / "checkpoints").glob("*.json")):
-        report.checkpoints += 1
-        try:
-            cp = orjson.loads(p.read_bytes())
-            size, cp_root = int(cp["tree_size"]), str(cp["root"])
-        except (orjson.JSONDecodeError, KeyError, ValueError) as e:
-            report.problems.append(f"checkpoint {p.name} is unreadable: {e}")
-            continue
-        sizes.add(size)
-        if cp.get("public_key") != public_key_hex:
-            report.problems.append(f"checkpoint {p.name} is signed by another key ({str(cp.get('public_key'))[:16]}…)")
-        try:
-            verify_signature(public_key_hex, _checkpoint_message(size, cp_root, cp["time"]), cp["signature"],
-                             what=f"checkpoint {p.name}")  # fmt: skip
-        except TetherError:
-            report.problems.append(f"checkpoint {p.name}: the signature does not match its contents")
-        if size > tree.size:
-            report.problems.append(f"checkpoint {p.name} covers {size} records but the segments hold {tree.size}")
-        elif tree.root(size).hex() != cp_root:
-            report.problems.append(f"checkpoint {p.name}: the records no longer hash to its root (size {size})")
-    if tree.size and tree.size not in sizes:
-        report.problems.append(f"no checkpoint covers the last {tree.size} records (a checkpoint was removed?)")
-    return report
+def _record_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The record as its leaf hashes it, from a Parquet row's own columns."""
+    rec = {f: row[f] for f in FIELDS}
+    rec["at"] = row["at"].astimezone(UTC).isoformat(timespec="microseconds")
+    rec["payload"] = orjson.loads(row["payload"])
+    return rec
+
+
+def _legacy_digest(cp: dict[str, Any]) -> str:
+    """What a checkpoint written before notes existed is chained by: the digest of its signed message."""
+    return hashlib.sha256(
+        _checkpoint_message(int(cp["tree_size"]), str(cp["root"]), str(cp["time"])) + str(cp["signature"]).encode()
+    ).hexdigest()
 
 
 def _checkpoint_message(size: int, root: str, at: str) -> bytes:

@@ -14,8 +14,9 @@ import yaml
 from rich import box
 from rich.table import Table
 
-from tether.cli.output import RichProgress, console, err_console
-from tether.core import Settings, SigningKey, TetherError, short
+from tether.cli.common import State, _num, _pct, _short, registry, settings
+from tether.cli.output import console, err_console
+from tether.core import SigningKey, TetherError, short
 from tether.core.errors import InvalidInputError
 from tether.registry import ModelVersion, Registry
 from tether.registry.reproduce import describe
@@ -57,18 +58,6 @@ llm_app = typer.Typer(
 app.add_typer(llm_app, name="llm")
 budget_app = typer.Typer(help="Budgets per tenant or API key, reserved before dispatch.", no_args_is_help=True)
 llm_app.add_typer(budget_app, name="budget")
-
-
-class State:
-    home: Path | None = None
-
-
-def settings() -> Settings:
-    return Settings(home=State.home) if State.home is not None else Settings()
-
-
-def registry() -> Registry:
-    return Registry.open(settings(), progress=RichProgress())
 
 
 @app.callback()
@@ -229,18 +218,6 @@ def _print_triad(mv: ModelVersion) -> None:
     console.print(t)
 
 
-def _short(value: Any) -> str:
-    return "-" if value is None else f"{value:.3g}"
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
-
-
-def _num(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def _size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -255,14 +232,21 @@ def versions(
     name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List registered versions with their aliases.
+    """List registered versions with their aliases; each row is checked against its id first.
+
+    A version whose row was changed is left out, and it and any deleted version are named on stderr (exit 1).
 
     Example: tether versions fraud
     """
     with registry() as reg:
-        vs = reg.versions(name)
+        vs, problems = reg.check_versions(name)
+    for p in problems:
+        err_console.print(f"[red]integrity:[/red] {p}", highlight=False, soft_wrap=True)
     if as_json:
         console.print_json(json.dumps([v.to_json() for v in vs]))
+    if problems:
+        raise typer.Exit(1)
+    if as_json:
         return
     t = Table(box=box.SIMPLE_HEAD)
     # The reference and id never wrap: they are what users copy. Details are in 'tether show'.
@@ -425,123 +409,6 @@ def data_add(path: Annotated[Path, typer.Argument(help="A Parquet/CSV file or a 
     with registry() as reg:
         snap = reg.add_data(path)
     console.print(f"{snap.digest}  {snap.format}, {snap.row_count:,} rows, {len(snap.schema)} columns")
-
-
-@gate_app.command("run")
-def gate_run(
-    name: Annotated[str, typer.Argument(help="Model name (must match the spec's 'model').")],
-    candidate: Annotated[str, typer.Option(help="The version to evaluate, e.g. fraud/2.")],
-    spec: Annotated[Path, typer.Option(help="The gate spec (YAML); see docs/gate.md.")],
-    html: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
-) -> None:
-    """Evaluate a candidate against the current champion on the spec's gold data; store the report.
-
-    Exit status: 0 PASS, 1 FAIL, 3 INCONCLUSIVE (2 is bad input), so a pipeline halts unless it passed.
-
-    Example: tether gate run fraud --candidate fraud/2 --spec examples/fraud/gate.yaml
-    """
-    from tether.gate import load_spec, report_html, run_gate
-
-    gate_spec = load_spec(spec)
-    if gate_spec.model != name:
-        raise InvalidInputError(f"the spec {spec} is for model {gate_spec.model!r}, not {name!r}")
-    with registry() as reg:
-        report = run_gate(reg, gate_spec, candidate)
-        if html is not None:
-            html.write_text(report_html(reg, report))
-    _print_report(report, as_json)
-    raise typer.Exit({"PASS": 0, "FAIL": 1}.get(report.verdict.value, 3))
-
-
-@gate_app.command("show")
-def gate_show(
-    report_id: Annotated[str, typer.Argument(help="Report id or a 6+ character prefix.")],
-    html: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
-) -> None:
-    """Show a stored gate report (its digest is verified on read).
-
-    Example: tether gate show 3f2a9c --html report.html
-    """
-    from tether.gate import get_report, report_html
-
-    with registry() as reg:
-        report = get_report(reg, report_id)
-        if html is not None:
-            html.write_text(report_html(reg, report))
-    _print_report(report, as_json)
-
-
-@gate_app.command("list")
-def gate_list(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
-    """List a model's gate reports.
-
-    Example: tether gate list fraud
-    """
-    from tether.gate import list_reports
-
-    with registry() as reg:
-        rows = list_reports(reg, name)
-        refs = {v.id: v.ref for v in reg.versions(name)} if rows else {}
-    t = Table("report", "time", "candidate", "champion", "verdict", box=box.SIMPLE_HEAD)
-    for r in rows:
-        t.add_row(
-            short(r["id"]),
-            f"{r['created_at']:%Y-%m-%d %H:%M}",
-            refs.get(r["candidate_id"], "?"),
-            refs.get(r["champion_id"] or "", "-"),
-            r["verdict"],
-        )
-    console.print(t if rows else f"no gate reports for {name!r}")
-
-
-VERDICT_STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCONCLUSIVE": "bold yellow"}
-STATUS_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
-
-
-def _print_report(report: Any, as_json: bool) -> None:
-    if as_json:
-        console.print_json(json.dumps(report.to_json()))
-        return
-    b = report.body
-    champ = b["champion"]["ref"] if b["champion"] else "none (absolute bounds only)"
-    verdict = b["verdict"]
-    console.print(f"[{VERDICT_STYLE[verdict]}]{verdict}[/]  {b['candidate']['ref']} against champion {champ}")
-    console.print(
-        f"report {report.id}  spec {short(b['spec_digest'])}  gold "
-        + ", ".join(short(g["digest"]) for g in b["gold"])
-        + f" ({b['gold_rows']:,} rows)"
-    )
-    t = Table(box=box.SIMPLE_HEAD)
-    t.add_column("status", no_wrap=True)
-    t.add_column("check", overflow="fold", min_width=20)
-    t.add_column("candidate", no_wrap=True)
-    t.add_column("vs champion", no_wrap=True)
-    t.add_column("interval", no_wrap=True)
-    t.add_column("allowed", overflow="fold")
-    for x in b["tests"]:
-        iv = x.get("interval")
-        champion = "" if x.get("champion") is None else _num(x["champion"])
-        if x.get("difference") is not None:
-            champion += f" ({x['difference']:+.4f})"
-        t.add_row(
-            f"[{STATUS_STYLE.get(x['status'], '')}]{x['status']}[/]",
-            f"{x['scope']}: {x['name']}" if x["scope"] != "overall" else x["name"],
-            "" if x.get("candidate") is None else _num(x["candidate"]),
-            champion,
-            ""
-            if not iv
-            else f"[{iv[0]:+.4f}, {iv[1]:+.4f}]"
-            if x.get("difference") is not None
-            else f"[{iv[0]:.4f}, {iv[1]:.4f}]",
-            x.get("allowed", ""),
-        )
-    console.print(t)
-    for r in b["reasons"]:
-        console.print(f"- {r}")
-    for n in b.get("notes", []):
-        console.print(f"[dim]note: {n}[/dim]")
 
 
 def controller() -> Any:
@@ -1095,19 +962,39 @@ def _audit_log() -> Any:
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute every record's leaf and the Merkle tree from the Parquet segments; check every checkpoint.
+def audit_verify(
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            help="A checkpoint note you kept (a .checkpoint file, or a folder of them): the log must be "
+            "consistent with it. Repeatable.",
+        ),
+    ] = None,
+) -> None:
+    """Recompute every record's leaf and the Merkle tree from the Parquet segments; check every checkpoint's
+    signature, number, link to the one before and segment digest, and every checkpoint held elsewhere.
 
-    Exit 1 when anything fails; every problem is listed with how far verification got.
+    Deleting the newest records together with their checkpoints is only visible against a checkpoint kept
+    outside the store: pass yours with --checkpoint, or set TETHER_AUDIT_WITNESS so every note is published
+    as it is signed (a witness folder is checked automatically). Exit 1 when anything fails; every problem is
+    listed with how far verification got.
 
-    Example: tether audit verify
+    Example: tether audit verify --checkpoint ~/kept/000000002466.checkpoint
     """
+    notes: list[str] = []
+    for path in checkpoint or []:
+        files = sorted(path.glob("*.checkpoint")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() for f in files):
+            raise InvalidInputError(f"no checkpoint note at {path}", hint="give a .checkpoint file or a folder")
+        notes += [f.read_text() for f in files]
     with _audit_log() as log:
         log.seal()  # what the write-ahead log holds is checked too
-        r = log.verify()
+        r = log.verify(held=notes)
     console.print(
-        f"{r.records:,} records in {r.segments} segments, {r.checkpoints} signed checkpoints; "
-        f"verified through record {r.verified_through}"
+        f"{r.records:,} records in {r.segments} segments, {r.checkpoints} signed checkpoints"
+        + (f", {r.held} held checkpoint(s)" if r.held else "")
+        + f"; verified through record {r.verified_through}"
     )
     if r.ok:
         console.print("[green]the audit log verifies[/green]: every record hashes to its leaf, every root matches")
@@ -1152,7 +1039,11 @@ def audit_trace(trace_id: Annotated[str, typer.Argument(help="A trace id (X-Teth
     cp = found["checkpoint"]
     console.print(f"leaf {found['leaf']} at index {rec['seq']} of {cp['tree_size']} (checkpoint {cp['file']})")
     console.print(f"inclusion proof: {len(found['proof'])} hashes, verifies: {found['proof_verifies']}")
-    if rec["version_id"]:
+    if not found["proof_verifies"]:
+        why = "its content was changed" if not found["stored_leaf_matches"] else "it is not under the signed root"
+        err_console.print(f"[red]integrity:[/red] this record does not verify: {why}; run 'tether audit verify'")
+        raise typer.Exit(1)
+    if rec["version_id"] and rec["kind"] in ("prediction", "llm", "version"):
         with registry() as reg:
             mv = reg.get(rec["version_id"])
         console.print(f"version {mv.ref}: code {short(mv.code.digest)} (commit {mv.code.commit_sha[:12]}), "
@@ -1385,6 +1276,9 @@ def demo(
     from tether.cli.demo import run_demo
 
     run_demo(home=home, rows=rows)
+
+
+from tether.cli import gate as _gate  # noqa: E402,F401  (registers the gate commands on gate_app)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import text
 import tether
 from tether.cli.output import console
 from tether.core import IntegrityError, Settings, SigningKey, short
-from tether.gate import load_spec, run_gate
+from tether.gate import load_spec, run_gate, set_policy
 from tether.registry import ModelVersion, Registry
 from tether.registry.reproduce import describe
 
@@ -175,6 +175,11 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
         )
 
         _step("3. The evaluation gate (gate.yaml): floors for a first champion, then paired tests")
+        policy = set_policy(reg, load_spec(project / "gate.yaml"), reason="the fraud team's gate", role="admin")
+        console.print(
+            f"  gate policy of fraud: {short(policy.digest)} (gate.yaml with its gold set pinned); only a PASS "
+            "under it moves the champion"
+        )
         if _gate(reg, project, v1) == "PASS":
             reg.set_alias("fraud", "champion", v1.ref, reason="first fraud model, passed the gate on floors")
             console.print(f"  fraud@champion -> {v1.ref} (backed by its PASS report)")

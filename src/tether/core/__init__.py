@@ -9,6 +9,7 @@ from tether.core.errors import (
     InvalidInputError,
     MissingExtraError,
     NotFoundError,
+    PermissionDeniedError,
     TetherError,
 )
 from tether.core.hashing import (
@@ -41,6 +42,7 @@ __all__ = [
     "MissingExtraError",
     "NoProgress",
     "NotFoundError",
+    "PermissionDeniedError",
     "ProgressReporter",
     "Settings",
     "SigningKey",

@@ -47,9 +47,12 @@ class ConflictError(TetherError):
 
 
 class IntegrityError(TetherError):
-    """Stored content does not match its recorded digest: something was changed after it was written."""
+    """Stored content does not match its recorded digest: something was changed after it was written.
+
+    Exit status 1, like every check that failed to verify (2 is for bad input)."""
 
     http_status = 500
+    exit_code = 1
 
     def __init__(
         self,
@@ -63,6 +66,12 @@ class IntegrityError(TetherError):
         self.expected = expected
         self.actual = actual
         super().__init__(message, hint=hint, expected=expected, actual=actual, **fields)
+
+
+class PermissionDeniedError(TetherError):
+    """The caller's role may not do this (change a gate policy, press a rollout button)."""
+
+    http_status = 403
 
 
 class ImmutableError(TetherError):

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     audit_redact: list[str] = Field(
         default_factory=list, description="With audit_payload=redact: the field names replaced by their digest."
     )
+    audit_witness: str = Field(
+        default="",
+        description="Where every signed audit checkpoint is also published as it is made, outside the store: a "
+        "folder (another volume, an object-lock mount) or an http(s) URL that receives the C2SP checkpoint note "
+        "by POST. Empty: none.",
+    )
     worker_threads: int = Field(
         default=1,
         description="Native threads (OpenMP, BLAS) per model instance. One serves single requests fastest and keeps "

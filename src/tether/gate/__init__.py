@@ -6,7 +6,7 @@ from tether.gate.mcnemar import McNemar, mcnemar
 from tether.gate.multiplicity import holm
 from tether.gate.reports import GateReport, get_report, list_reports, report_html
 from tether.gate.results import TestResult, Verdict, decide
-from tether.gate.run import run_gate
+from tether.gate.run import pinned, policy_spec, run_gate, set_policy
 from tether.gate.spec import GateSpec, load_spec
 
 __all__ = [
@@ -25,6 +25,9 @@ __all__ = [
     "list_reports",
     "load_spec",
     "mcnemar",
+    "pinned",
+    "policy_spec",
     "report_html",
     "run_gate",
+    "set_policy",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import beta, binom, norm
 
 from tether.gate import bootstrap as bs
 from tether.gate.delong import delong
@@ -20,6 +20,13 @@ from tether.gate.results import TestResult
 from tether.gate.spec import FairnessSpec, GateSpec, MetricSpec
 
 MAX_CLASSES = 20
+#: Fewer discordant events than this and a paired rate comparison also needs the exact test (see `_metric`).
+FEW_DISCORDANT = 10
+#: Rates whose denominator depends on the labels only (the same rows for both models), so their paired
+#: difference is bounded by the share of rows only one model counts.
+LABEL_DENOMINATOR = frozenset(
+    {"accuracy", "error_rate", "false_positive_rate", "recall", "false_negative_rate", "fpr_at_recall"}
+)
 
 # Cell codes for binary decisions: label * 4 + candidate decision * 2 + champion decision.
 _TP_C, _FP_C, _TN_C, _FN_C = [6, 7], [2, 3], [0, 1], [4, 5]
@@ -116,9 +123,20 @@ class Evaluation:
             cand_s, champ_s, cand_v, champ_v = self._binary(ms, mask)
         sign = 1.0 if metric.higher_is_better else -1.0
         method = f"paired bootstrap, {self.B} resamples"
+        counts = self._counts(ms) if metric.counts is not None and self.spec.task == "binary" else None
+        if counts is not None and counts[1] < self.spec.min_class_rows:
+            self._no_evidence(ms, kind, scope, rows, f"{counts[1]} rows in its denominator")
+            return
         if champ_s is not None and champ_v is not None:
             diff = cand_s - champ_s
             oriented = sign * diff
+            p_ok = bs.p_at_most(oriented, -ms.margin)
+            if counts is not None and ms.name in LABEL_DENOMINATOR and counts[2] + counts[3] < FEW_DISCORDANT:
+                # Few discordant events: the bootstrap cannot see the tail it is asked about (with none it is a
+                # point mass at 0). The difference is at most the share of rows only the worse side counts, so
+                # an exact one-sided binomial test on that share must agree before "within the margin".
+                worse = counts[2] if sign < 0 else counts[3]
+                p_ok = max(p_ok, float(binom.cdf(worse, counts[1], ms.margin)) if ms.margin > 0 else 1.0)
             self.results.append(
                 TestResult(
                     kind,
@@ -131,11 +149,80 @@ class Evaluation:
                     bs.percentile_interval(diff, self.level),
                     _allowed(metric.higher_is_better, ms.margin),
                     p_harm=bs.p_at_least(oriented, -ms.margin),
-                    p_ok=bs.p_at_most(oriented, -ms.margin),
+                    p_ok=p_ok,
                     rows=rows,
                 )
             )
-        self._bounds(ms, metric.higher_is_better, cand_s, cand_v, scope, rows, method)
+        if counts is not None:
+            self._exact_bounds(ms, cand_v, counts[0], counts[1], scope, rows)
+        else:
+            self._bounds(ms, metric.higher_is_better, cand_s, cand_v, scope, rows, method)
+
+    def _counts(self, ms: MetricSpec) -> tuple[int, int, int, int]:
+        """(candidate events, trials, events only the candidate has, events only the champion has) of a rate,
+        from the cell counts of the scope just evaluated."""
+        metric = self.spec.metric(ms.name)
+        assert metric.counts is not None
+        c = self._base
+
+        def cells(idx: list[int]) -> int:
+            return int(c[idx].sum())
+
+        k, n = metric.counts(cells(_TP_C), cells(_FP_C), cells(_TN_C), cells(_FN_C))
+        if self.champ is None:
+            return int(k), int(n), 0, 0
+        # Rows counted as events by one model only: the candidate's events minus both's, and vice versa.
+        ev_c = _event_cells(metric, champion=False)
+        ev_p = _event_cells(metric, champion=True)
+        only_c = int(c[sorted(set(ev_c) - set(ev_p))].sum())
+        only_p = int(c[sorted(set(ev_p) - set(ev_c))].sum())
+        return int(k), int(n), only_c, only_p
+
+    def _no_evidence(self, ms: MetricSpec, kind: str, scope: str, rows: int, why: str) -> None:
+        for what, present in (
+            ("vs champion", self.champ is not None),
+            ("floor", ms.floor is not None),
+            ("ceiling", ms.ceiling is not None),
+        ):
+            if present:
+                self.results.append(
+                    TestResult(
+                        kind if what == "vs champion" else "bound",
+                        ms.name,
+                        scope,
+                        rows=rows,
+                        reason=f"no evidence ({what}): {why}, fewer than min_class_rows={self.spec.min_class_rows}; "
+                        "add gold rows of that class",
+                    )
+                )
+
+    def _exact_bounds(self, ms: MetricSpec, value: float, k: int, n: int, scope: str, rows: int) -> None:
+        """Floors and ceilings of a rate by exact binomial tests, with Clopper-Pearson intervals: exact at any
+        count, zero events included (0 of 29 bounds a rate at 9.8%, not 0%)."""
+        a = (1 - self.level) / 2
+        lo = float(beta.ppf(a, k, n - k + 1)) if k > 0 else 0.0
+        hi = float(beta.ppf(1 - a, k + 1, n - k)) if k < n else 1.0
+        method = f"exact binomial ({k} of {n}), Clopper-Pearson"
+        for bound, floor in ((ms.floor, True), (ms.ceiling, False)):
+            if bound is None:
+                continue
+            at_most = float(binom.cdf(k, n, bound))  # small when the rate is shown below the bound
+            at_least = float(binom.sf(k - 1, n, bound))  # small when the rate is shown above the bound
+            self.results.append(
+                TestResult(
+                    "bound",
+                    ms.name,
+                    scope,
+                    method,
+                    value,
+                    interval=(lo, hi),
+                    allowed=f"{'floor' if floor else 'ceiling'} {bound}",
+                    p_harm=at_most if floor else at_least,
+                    p_ok=at_least if floor else at_most,
+                    rows=rows,
+                    extra={"events": k, "trials": n},
+                )
+            )
 
     def _bounds(
         self, ms: MetricSpec, higher: bool, samples: np.ndarray, value: float, scope: str, rows: int, method: str
@@ -205,6 +292,7 @@ class Evaluation:
             return fn(c[..., tp].sum(-1), c[..., fp].sum(-1), c[..., tn].sum(-1), c[..., fneg].sum(-1))
 
         cand_v = float(value(base, False))
+        self._base = base
         if dp is None:
             return value(boot, False), None, cand_v, None
         return value(boot, False), value(boot, True), cand_v, float(value(base, True))
@@ -212,7 +300,7 @@ class Evaluation:
     def _auc(self, ms: MetricSpec, mask: np.ndarray, scope: str, kind: str, rows: int) -> None:
         y = self.y[mask]
         pos = int(np.sum(y == 1))
-        if pos == 0 or pos == rows:
+        if min(pos, rows - pos) < self.spec.min_class_rows:
             self.results.append(
                 TestResult(
                     kind,
@@ -220,7 +308,8 @@ class Evaluation:
                     scope,
                     "DeLong",
                     rows=rows,
-                    reason=f"AUC needs both classes; this scope has {pos} positives in {rows} rows",
+                    reason=f"no evidence: AUC needs at least min_class_rows={self.spec.min_class_rows} rows of "
+                    f"each class; this scope has {pos} positives and {rows - pos} negatives",
                 )
             )
             return
@@ -445,3 +534,16 @@ def evaluate(
     """All statistical tests of ``spec`` (not yet decided: see `tether.gate.results.decide`), and notes."""
     ev = Evaluation(spec, frame, labels, cand, champ)
     return ev.run(), ev.notes
+
+
+def _event_cells(metric: object, *, champion: bool) -> list[int]:
+    """The cell codes in which one model counts an event of a rate metric (e.g. its false positives)."""
+    tp, fp, tn, fn = (_TP_P, _FP_P, _TN_P, _FN_P) if champion else (_TP_C, _FP_C, _TN_C, _FN_C)
+    parts = {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
+    out = []
+    for code in range(8):
+        one = {k: int(code in v) for k, v in parts.items()}
+        events, _ = metric.counts(one["tp"], one["fp"], one["tn"], one["fn"])  # type: ignore[attr-defined]
+        if events:
+            out.append(code)
+    return out

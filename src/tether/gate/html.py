@@ -10,7 +10,13 @@ import html
 from typing import Any
 
 COLORS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700"}
-STATUS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
+STATUS = {
+    "pass": "#1a7f37",
+    "fail": "#cf222e",
+    "inconclusive": "#9a6700",
+    "no harm shown": "#1a7f37",
+    "no evidence": "#6e7781",
+}
 CAND, CHAMP = "#0969da", "#8c959f"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,9 @@ class Metric:
     #: confusion), "multiclass" (from a confusion matrix), "regression" (from per-row values).
     kind: str
     fn: Callable[..., np.ndarray] | None = None
+    #: For proportions: (events, trials) from (tp, fp, tn, fn), so bounds can be exact (Clopper-Pearson) and a
+    #: scope with too few trials is "no evidence" instead of a degenerate bootstrap.
+    counts: Callable[..., tuple[Any, Any]] | None = None
 
 
 def _binary() -> dict[str, Metric]:
@@ -41,6 +45,7 @@ def _binary() -> dict[str, Metric]:
             "share of correct decisions",
             "confusion",
             lambda tp, fp, tn, fn: _ratio(tp + tn, tp + fp + tn + fn),
+            lambda tp, fp, tn, fn: (tp + tn, tp + fp + tn + fn),
         ),
         Metric(
             "error_rate",
@@ -48,6 +53,7 @@ def _binary() -> dict[str, Metric]:
             "share of wrong decisions",
             "confusion",
             lambda tp, fp, tn, fn: _ratio(fp + fn, tp + fp + tn + fn),
+            lambda tp, fp, tn, fn: (fp + fn, tp + fp + tn + fn),
         ),
         Metric(
             "false_positive_rate",
@@ -55,9 +61,15 @@ def _binary() -> dict[str, Metric]:
             "negatives flagged / negatives",
             "confusion",
             lambda tp, fp, tn, fn: _ratio(fp, fp + tn),
+            lambda tp, fp, tn, fn: (fp, fp + tn),
         ),
         Metric(
-            "recall", True, "positives flagged / positives", "confusion", lambda tp, fp, tn, fn: _ratio(tp, tp + fn)
+            "recall",
+            True,
+            "positives flagged / positives",
+            "confusion",
+            lambda tp, fp, tn, fn: _ratio(tp, tp + fn),
+            lambda tp, fp, tn, fn: (tp, tp + fn),
         ),
         Metric(
             "false_negative_rate",
@@ -65,8 +77,16 @@ def _binary() -> dict[str, Metric]:
             "positives missed / positives",
             "confusion",
             lambda tp, fp, tn, fn: _ratio(fn, tp + fn),
+            lambda tp, fp, tn, fn: (fn, tp + fn),
         ),
-        Metric("precision", True, "positives among flagged", "confusion", lambda tp, fp, tn, fn: _ratio(tp, tp + fp)),
+        Metric(
+            "precision",
+            True,
+            "positives among flagged",
+            "confusion",
+            lambda tp, fp, tn, fn: _ratio(tp, tp + fp),
+            lambda tp, fp, tn, fn: (tp, tp + fp),
+        ),
         Metric(
             "f1",
             True,
@@ -81,6 +101,7 @@ def _binary() -> dict[str, Metric]:
             "false-positive rate at the threshold reaching params.recall",
             "at_recall",
             lambda tp, fp, tn, fn: _ratio(fp, fp + tn),
+            lambda tp, fp, tn, fn: (fp, fp + tn),
         ),
     ]
     return {x.name: x for x in m}

@@ -63,6 +63,9 @@ def save_report(registry: Registry, body: dict[str, Any]) -> GateReport:
                     html_blob=html_blob,
                     created_at=datetime.fromisoformat(body["created_at"]),
                     created_by=body["created_by"],
+                    policy_digest=(body.get("policy") or {}).get("digest")
+                    if (body.get("policy") or {}).get("in_force")
+                    else None,
                 )
             )
     return GateReport(report_id, body, html_blob)

@@ -45,7 +45,7 @@ class TestResult:
     p_ok: float | None = None
     p_harm_adjusted: float | None = None
     rows: int | None = None
-    status: str = "inconclusive"  # pass | fail | inconclusive
+    status: str = "inconclusive"  # pass | fail | inconclusive | "no harm shown" | "no evidence" (harm-only)
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -67,7 +67,10 @@ def decide(results: list[TestResult], alpha: float) -> tuple[Verdict, list[str]]
         if r.p_harm_adjusted is not None and r.p_harm_adjusted <= alpha:
             r.status = "fail"
         elif r.kind == "mcnemar" and r.p_harm is not None:
-            r.status = "pass"  # a harm-only test: not showing harm is all it can say
+            # A harm-only test: it can only fail to show harm. With so few discordant rows that even all of
+            # them against the candidate could not reach alpha, it had no evidence to give at all.
+            disc = int(r.extra.get("b", 0)) + int(r.extra.get("c", 0))
+            r.status = "no harm shown" if 0.5**disc * 0.5 <= alpha else "no evidence"
         elif r.p_ok is not None and r.p_ok <= alpha:
             r.status = "pass"
         else:
@@ -81,7 +84,10 @@ def decide(results: list[TestResult], alpha: float) -> tuple[Verdict, list[str]]
         return Verdict.INCONCLUSIVE, [f"{r.scope}: {r.name}: {r.reason}" for r in open_]
     if not results:
         return Verdict.INCONCLUSIVE, ["nothing to decide on: the spec produced no tests"]
-    return Verdict.PASS, [f"all {len(results)} checks shown to hold at alpha={alpha}"]
+    held = sum(r.status == "pass" for r in results)
+    others = len(results) - held
+    extra = f" ({others} harm-only check(s) showed no harm or had no evidence)" if others else ""
+    return Verdict.PASS, [f"all {held} checks shown to hold at alpha={alpha}{extra}"]
 
 
 def _fmt(x: float | None) -> str:
@@ -100,12 +106,12 @@ def _reason(r: TestResult, alpha: float) -> str:
         what = f"candidate {_fmt(r.candidate)}{ci}"
     if r.status == "fail":
         verdict = f"regression shown ({r.allowed}; Holm-adjusted p={r.p_harm_adjusted:.3g} <= {alpha})"
+    elif r.status == "no evidence":
+        verdict = f"no evidence: too few discordant rows for this test to show harm at alpha={alpha}"
+    elif r.status == "no harm shown":
+        verdict = f"no regression shown (Holm-adjusted p={r.p_harm_adjusted:.3g})"
     elif r.status == "pass":
-        verdict = (
-            f"no regression shown (Holm-adjusted p={r.p_harm_adjusted:.3g})"
-            if r.kind == "mcnemar"
-            else f"shown within bounds ({r.allowed}; p={r.p_ok:.3g})"
-        )
+        verdict = f"shown within bounds ({r.allowed}; p={r.p_ok:.3g})"
     else:
         verdict = f"not enough evidence either way ({r.allowed}; p={_fmt(r.p_ok)} > {alpha})"
     return f"{what}: {verdict}"

@@ -24,10 +24,11 @@ from tether.gate.edge_cases import run_edge_cases
 from tether.gate.evaluate import Outputs, evaluate
 from tether.gate.reports import GateReport, save_report
 from tether.gate.results import TestResult, decide
-from tether.gate.spec import GateSpec
+from tether.gate.spec import GateSpec, load_spec
 from tether.registry import LoadedModel, ModelVersion, Registry
 from tether.registry import aliases as alias_ops
 from tether.registry.data import read_table
+from tether.registry.policy import policy_digest
 from tether.store.tables import data_snapshots
 
 PREDICT_BATCH = 200_000
@@ -143,8 +144,35 @@ def _outputs(spec: GateSpec, out: pd.DataFrame, mv: ModelVersion) -> Outputs:
     return Outputs(column(spec.prediction, "prediction"))
 
 
+def pinned(spec: GateSpec, gold_digests: list[str]) -> dict[str, Any]:
+    """The spec as it runs, gold sets pinned to their snapshot digests: what a gate policy stores and names."""
+    return {**spec.model_dump(mode="json"), "gold": list(gold_digests)}
+
+
+def policy_spec(registry: Registry, model: str) -> GateSpec:
+    """The spec of ``model``'s gate policy in force (its gold sets are snapshot digests)."""
+    check = registry.gate_policy(model)
+    if check is None:
+        raise NotFoundError(
+            f"{model} has no gate policy",
+            hint=f"set one with 'tether gate policy set {model} --spec gate.yaml --reason ...', or pass --spec",
+        )
+    return load_spec(registry.gate_policy_spec(check))
+
+
+def set_policy(registry: Registry, spec: GateSpec, *, reason: str, role: str, actor: str | None = None) -> Any:
+    """Pin the spec's gold sets (snapshotting paths) and make it the gate policy of ``spec.model``."""
+    return registry.set_gate_policy(
+        spec.model, pinned(spec, resolve_gold(registry, spec)), reason=reason, role=role, actor=actor
+    )
+
+
 def run_gate(registry: Registry, spec: GateSpec, candidate: str, *, actor: str | None = None) -> GateReport:
-    """Evaluate ``candidate`` against the current champion of ``spec.model``; store and return the report."""
+    """Evaluate ``candidate`` against the current champion of ``spec.model``; store and return the report.
+
+    The report is bound to the model's gate policy when ``spec`` (gold pinned) is that policy; otherwise it is
+    an ad-hoc report, kept and shown, which can never move ``champion``.
+    """
     cand = registry.get(candidate)
     if cand.name != spec.model:
         raise InvalidInputError(f"the spec is for model {spec.model!r}, but {cand.ref} belongs to {cand.name!r}")
@@ -154,6 +182,9 @@ def run_gate(registry: Registry, spec: GateSpec, candidate: str, *, actor: str |
         raise InvalidInputError(f"{cand.ref} is already the champion of {spec.model}")
     champ = registry.get(champion_id) if champion_id else None
     gold_digests = resolve_gold(registry, spec)
+    policy = registry.gate_policy(spec.model)
+    digest = policy_digest(pinned(spec, gold_digests))
+    in_force = policy is not None and policy.digest == digest
     gold = load_gold(registry, gold_digests)
     labels = _labels(spec, gold)
 
@@ -174,6 +205,19 @@ def run_gate(registry: Registry, spec: GateSpec, candidate: str, *, actor: str |
     cand_o = _outputs(spec, cand_out, cand)
     champ_o = _outputs(spec, champ_out, champ) if champ is not None and champ_out is not None else None
     results, notes = evaluate(spec, gold, labels, cand_o, champ_o)
+    trained_on: dict[str, str] = {cand.data.digest: cand.ref, **({champ.data.digest: champ.ref} if champ else {})}
+    for d in gold_digests:
+        if d in trained_on:
+            notes.append(
+                f"warning: gold set {short(d)}… is the training snapshot of {trained_on[d]}; a model scored on "
+                "its own training data looks better than it is: use held-out data"
+            )
+    if not in_force:
+        notes.append(
+            "ad hoc: this spec is not the gate policy of "
+            f"{spec.model} ({'none is set' if policy is None else 'policy ' + short(policy.digest) + '…'}); "
+            "its verdict is kept but cannot move the champion or start a rollout"
+        )
     results += edge
     if champ is None and not any(r.kind == "bound" or (r.kind == "fairness" and r.champion is None) for r in results):
         results.append(
@@ -193,6 +237,7 @@ def run_gate(registry: Registry, spec: GateSpec, candidate: str, *, actor: str |
         "champion": {"id": champ.id, "ref": champ.ref} if champ else None,
         "spec": spec.model_dump(mode="json"),
         "spec_digest": spec.digest,
+        "policy": {"digest": digest, "in_force": in_force},
         "gold": [{"digest": d} for d in gold_digests],
         "gold_rows": len(gold),
         "verdict": verdict.value,

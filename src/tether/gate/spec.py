@@ -133,6 +133,9 @@ class GateSpec(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
     min_rows: int = Field(default=100, ge=1)
+    #: Binary tasks: the fewest rows of each class (and, for a rate, of its denominator) a scope needs before
+    #: any of its tests counts as evidence; overall and in every slice.
+    min_class_rows: int = Field(default=10, ge=1)
     mcnemar: bool = True
     metrics: list[MetricSpec] = Field(min_length=1)
     slices: list[SliceSpec] = Field(default_factory=list)

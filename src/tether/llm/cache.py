@@ -374,9 +374,7 @@ class SemanticCache:
         if p is None:
             # f32 keeps similarities exact to ~1e-7 near the threshold; expansion_add 64 (default 128) halves the
             # insert cost for no recall lost at these sizes (bench/llm_cache.py).
-            index = self._Index(
-                ndim=DIM, metric="cos", dtype="f32", expansion_add=64, expansion_search=self.expansion
-            )
+            index = self._Index(ndim=DIM, metric="cos", dtype="f32", expansion_add=64, expansion_search=self.expansion)
             p = self._parts[key] = _Partition(index)
         return p
 

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from tether.audit.log import AuditRecord, digest_of
 from tether.llm import protocol
@@ -58,6 +59,26 @@ class Upstream(Exception):
     def __init__(self, status: int, message: str, kind: str) -> None:
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
+
+
+#: Upstream statuses that mean "this request is invalid for this model" (a prompt plus max_tokens beyond the
+#: context, a bad parameter): the client's error, answered as such and never counted against the version.
+CLIENT_STATUSES = frozenset({400, 413, 422})
+#: Error kinds that are not the version's failures (see docs/operations.md, "what counts against a version").
+NOT_THE_VERSIONS = frozenset({"client_error"})
+
+
+def upstream_error(url: str, status: int, raw: bytes) -> Upstream:
+    """The error for a backend's non-200 answer: a 4xx for a request the model refused as invalid (its own
+    message passed on), a 502 for the backend's failure (its detail kept in the log, not sent to the client)."""
+    if status in CLIENT_STATUSES:
+        try:
+            message = str(orjson.loads(raw)["error"]["message"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            message = raw[:300].decode(errors="replace")
+        return Upstream(400 if status != 413 else 413, f"the model refused the request: {message}", "client_error")
+    log.warning("backend %s answered %d: %s", url, status, raw[:300].decode(errors="replace"))
+    return Upstream(502, f"the backend answered {status}; the detail is in the gateway's log", "backend_status")
 
 
 @dataclass
@@ -380,10 +401,15 @@ class LLMGateway:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._chat(request)
+        except (web.HTTPException, RequestPayloadError):
+            raise  # malformed input (too large, a false Content-Encoding): the gateway's middleware answers 4xx
         except Exception as e:  # a bug: still an OpenAI-shaped answer, and the traceback in the log
-            log.exception("chat completion failed")
+            trace = self.gw.ids.new()
+            log.exception("chat completion failed (trace %s): %s", trace, type(e).__name__)
             self.gw.rejected[("llm", "internal_error")] += 1
-            return _err(500, f"internal error in the tether gateway: {type(e).__name__}: {e}", code="internal_error")
+            return _err(
+                500, f"internal error in the tether gateway (trace {trace})", code="internal_error", trace=trace
+            )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -619,7 +645,7 @@ class LLMGateway:
             body.pop("stream_options", None)
             await self._call(info, body, short_hash([info.system_hash, call.tools, call.response_format]), outcome)
         except Upstream as e:
-            outcome.error = e.kind
+            outcome.error = None if e.kind in NOT_THE_VERSIONS else e.kind
         except Exception:  # a shadow can never affect the live path
             outcome.error = "shadow_failure"
         self.gw.metrics.record_request(
@@ -677,11 +703,7 @@ class LLMGateway:
                 raw = await r.read()
                 outcome.service = _seconds(r.headers.get(SERVICE_HEADER))
                 if r.status != 200:
-                    raise Upstream(
-                        502,
-                        f"the backend {url} answered {r.status}: {raw[:300].decode(errors='replace')}",
-                        "backend_status",
-                    )
+                    raise upstream_error(url, r.status, raw)
             answer = orjson.loads(raw)
             choice = answer["choices"][0]
             msg = choice.get("message") or {}
@@ -722,12 +744,7 @@ class LLMGateway:
                 url + "/chat/completions", data=orjson.dumps(body), headers=self._headers(info), timeout=timeout
             ) as r:
                 if r.status != 200:
-                    raw = await r.read()
-                    raise Upstream(
-                        502,
-                        f"the backend {url} answered {r.status}: {raw[:300].decode(errors='replace')}",
-                        "backend_status",
-                    )
+                    raise upstream_error(url, r.status, await r.read())
                 await resp.prepare(request)
                 done = False
                 async for line in r.content:
@@ -874,7 +891,11 @@ class LLMGateway:
         return row
 
     def _measure(self, call: Call, outcome: Outcome) -> None:
-        """The per-version window the rollout controller and `tether rollout status` read."""
+        """The per-version window the rollout controller and `tether rollout status` read. A request the model
+        refused as invalid is the client's error: counted as a rejection, never in the version's window."""
+        if outcome.error in NOT_THE_VERSIONS:
+            self.gw.rejected[(call.req.model, outcome.error or "")] += 1
+            return
         self.gw.metrics.record_request(
             call.req.model,
             call.info.version_id,

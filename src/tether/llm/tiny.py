@@ -36,9 +36,7 @@ def corpus(n: int = 600, seed: int = 0) -> list[str]:
         subject = rng.choice(sorted(_ANSWERS))
         q = f"How do I {rng.choice(_VERBS)} {subject}?"
         system = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n" if rng.random() < 0.5 else ""
-        lines.append(
-            f"{system}<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{_ANSWERS[subject]}<|im_end|>\n"
-        )
+        lines.append(f"{system}<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{_ANSWERS[subject]}<|im_end|>\n")
     return lines
 
 

@@ -1,7 +1,11 @@
 """Aliases (``champion``, ``challenger``, custom names) and their full history.
 
-The current pointer lives in ``aliases``; every move is appended to ``alias_events`` (immutable in the
-database) with actor, time and reason, so "which version was champion at time T" always has an answer.
+There is no mutable pointer: ``alias_events`` (insert-only in the database) is the only record, and an
+alias's current version is its newest event. Every read checks the history it derives from: each event must
+start where the one before it ended, and every move of a gated alias must carry a PASS gate report bound to
+that pair of versions under a gate policy of the model, or a recorded force. An UPDATE on a table therefore
+cannot move ``champion`` (there is nothing to update), and a row inserted behind tether's back is refused on
+the next read unless it follows the rule, in which case it is an ordinary, audited move.
 """
 
 from __future__ import annotations
@@ -10,16 +14,16 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import Connection, func, insert, select
 
-from tether.core.errors import InvalidInputError
-from tether.core.types import VersionId
+from tether.core.errors import IntegrityError, InvalidInputError
+from tether.core.types import VersionId, short
 from tether.registry.version import check_name
-from tether.store.tables import alias_events, aliases, gate_reports
+from tether.store.tables import alias_events, gate_policies, gate_reports
 
 #: Computed refs that can never be set as aliases.
 RESERVED = frozenset({"latest"})
-#: Aliases that take traffic: moving one needs a PASS gate report (or a recorded force).
+#: Aliases that take traffic: moving one needs a PASS gate report under the model's policy (or a recorded force).
 GATED = frozenset({"champion"})
 
 
@@ -51,10 +55,9 @@ def check_reason(reason: str) -> str:
 
 
 def current(conn: Connection, model_name: str, alias: str) -> VersionId | None:
-    row = conn.execute(
-        select(aliases.c.version_id).where(and_(aliases.c.model_name == model_name, aliases.c.alias == alias))
-    ).first()
-    return VersionId(row[0]) if row else None
+    """The version ``model_name@alias`` names now: its newest event, after checking the whole history."""
+    events = history(conn, model_name, alias)
+    return events[-1].version_id if events else None
 
 
 def move(
@@ -69,18 +72,11 @@ def move(
     gate_report_id: str | None = None,
     forced: bool = False,
 ) -> AliasEvent:
-    """Point ``alias`` at ``version_id`` (or remove it when None) and append the event, in ``conn``'s transaction."""
+    """Point ``alias`` at ``version_id`` (or remove it when None) by appending an event, in ``conn``'s transaction."""
     check_reason(reason)
     previous = current(conn, model_name, alias)
-    where = and_(aliases.c.model_name == model_name, aliases.c.alias == alias)
-    if version_id is None:
-        if previous is None:
-            raise InvalidInputError(f"model {model_name!r} has no alias {alias!r} to remove")
-        conn.execute(delete(aliases).where(where))
-    elif previous is None:
-        conn.execute(insert(aliases).values(model_name=model_name, alias=alias, version_id=version_id, updated_at=at))
-    else:
-        conn.execute(update(aliases).where(where).values(version_id=version_id, updated_at=at))
+    if version_id is None and previous is None:
+        raise InvalidInputError(f"model {model_name!r} has no alias {alias!r} to remove")
     result = conn.execute(
         insert(alias_events).values(
             model_name=model_name,
@@ -100,53 +96,89 @@ def move(
     )
 
 
-def passing_report(conn: Connection, candidate_id: str, champion_id: str | None) -> str | None:
-    """The newest PASS gate report for ``candidate_id`` against ``champion_id`` (None: no champion)."""
-    champion = (
-        gate_reports.c.champion_id.is_(None) if champion_id is None else gate_reports.c.champion_id == champion_id
-    )
-    row = conn.execute(
-        select(gate_reports.c.id)
-        .where(gate_reports.c.candidate_id == candidate_id, champion, gate_reports.c.verdict == "PASS")
-        .order_by(gate_reports.c.created_at.desc())
-        .limit(1)
-    ).first()
-    return str(row[0]) if row else None
-
-
 def history(conn: Connection, model_name: str, alias: str | None = None) -> list[AliasEvent]:
+    """Every move, oldest first (in the order they were written), each checked against the one before it."""
     q = select(alias_events).where(alias_events.c.model_name == model_name)
     if alias is not None:
         q = q.where(alias_events.c.alias == alias)
-    rows = conn.execute(q.order_by(alias_events.c.at, alias_events.c.id)).mappings()
-    return [_event(r) for r in rows]
+    events = [_event(r) for r in conn.execute(q.order_by(alias_events.c.id)).mappings()]
+    _check(conn, events)
+    return events
+
+
+def _check(conn: Connection, events: list[AliasEvent]) -> None:
+    last: dict[str, VersionId | None] = {}
+    for e in events:
+        before = last.get(e.alias)
+        if e.previous_version_id != before:
+            raise IntegrityError(
+                f"alias history of {e.model_name}@{e.alias} is broken at event {e.id}: it moves from "
+                f"{_s(e.previous_version_id)} but the alias named {_s(before)}",
+                expected=str(before),
+                actual=str(e.previous_version_id),
+                hint="an alias event was written or removed behind tether's back; restore the database from a backup",
+            )
+        if e.alias in GATED and e.version_id is not None and not e.forced:
+            _check_gated(conn, e)
+        last[e.alias] = e.version_id
+
+
+def _check_gated(conn: Connection, e: AliasEvent) -> None:
+    row = None
+    if e.gate_report_id is not None:
+        row = conn.execute(select(gate_reports).where(gate_reports.c.id == e.gate_report_id)).mappings().first()
+    ok = (
+        row is not None
+        and row["verdict"] == "PASS"
+        and row["candidate_id"] == e.version_id
+        and row["champion_id"] == e.previous_version_id
+        and row["policy_digest"] is not None
+        and conn.execute(
+            select(func.count())
+            .select_from(gate_policies)
+            .where(gate_policies.c.model_name == e.model_name, gate_policies.c.digest == row["policy_digest"])
+        ).scalar_one()
+        > 0
+    )
+    if not ok:
+        raise IntegrityError(
+            f"{e.model_name}@{e.alias} was moved to {_s(e.version_id)} by event {e.id} without a PASS gate report "
+            "for that pair under the model's gate policy, and the move is not recorded as forced",
+            expected="a PASS report under the gate policy",
+            actual=str(e.gate_report_id),
+            hint="an alias event was written behind tether's back; restore the database from a backup",
+        )
 
 
 def at_time(conn: Connection, model_name: str, alias: str, at: datetime) -> VersionId | None:
     """The version ``alias`` pointed at, at time ``at`` (None when it pointed nowhere)."""
-    row = conn.execute(
-        select(alias_events.c.version_id)
-        .where(
-            and_(
-                alias_events.c.model_name == model_name,
-                alias_events.c.alias == alias,
-                alias_events.c.at <= at,
-            )
-        )
-        .order_by(alias_events.c.at.desc(), alias_events.c.id.desc())
-        .limit(1)
-    ).first()
-    return VersionId(row[0]) if row and row[0] else None
+    out: VersionId | None = None
+    for e in history(conn, model_name, alias):
+        if e.at <= at:
+            out = e.version_id
+    return out
 
 
 def of_versions(conn: Connection, model_name: str | None = None) -> dict[str, list[str]]:
-    q = select(aliases.c.version_id, aliases.c.alias)
-    if model_name is not None:
-        q = q.where(aliases.c.model_name == model_name)
+    """version id -> the aliases that name it now."""
+    names = (
+        [model_name]
+        if model_name is not None
+        else [r[0] for r in conn.execute(select(alias_events.c.model_name).distinct())]
+    )
     out: dict[str, list[str]] = {}
-    for vid, alias in conn.execute(q.order_by(aliases.c.alias)):
-        out.setdefault(vid, []).append(alias)
+    for name in names:
+        now: dict[str, VersionId | None] = {}
+        for e in history(conn, name):
+            now[e.alias] = e.version_id
+        for alias, vid in sorted(now.items()):
+            if vid is not None:
+                out.setdefault(vid, []).append(alias)
     return out
+
+
+def _s(vid: str | None) -> str:
+    return f"{short(vid)}…" if vid else "nothing"
 
 
 def _event(r: object) -> AliasEvent:

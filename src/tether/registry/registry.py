@@ -38,6 +38,8 @@ from tether.core.types import Digest, VersionId, short
 from tether.registry import aliases as alias_ops
 from tether.registry import code as code_mod
 from tether.registry import data as data_mod
+from tether.registry import integrity
+from tether.registry import policy as policy_ops
 from tether.registry import schema as schema_mod
 from tether.registry.code import CodeRef
 from tether.registry.data import DataSnapshot
@@ -417,6 +419,19 @@ class Registry:
         return mv
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Every version (of ``name``), each checked; raises IntegrityError naming what is changed or missing."""
+        listed, problems = self.check_versions(name)
+        if problems:
+            raise IntegrityError(
+                f"{len(problems)} problem(s) with the registered versions: " + "; ".join(problems),
+                expected="every version intact",
+                actual=f"{len(problems)} problem(s)",
+                hint="restore the database from a backup; 'tether versions' lists the intact ones",
+            )
+        return listed
+
+    def check_versions(self, name: str | None = None) -> tuple[list[ModelVersion], list[str]]:
+        """The intact versions (of ``name``), and what is wrong with the others: changed rows, deleted ones."""
         with self.store.db.connect() as conn:
             q = select(model_versions).order_by(model_versions.c.name, model_versions.c.number)
             if name is not None:
@@ -426,7 +441,11 @@ class Registry:
             if name is not None and not rows:
                 raise self._unknown_model(conn, name)
             tags = alias_ops.of_versions(conn, name)
-            return [self._build(conn, r, tags.get(r["id"], [])) for r in rows]
+            built = [self._build(conn, r, tags.get(r["id"], [])) for r in rows]
+            problems = [p for p in map(integrity.row_problem, built) if p]
+            problems += integrity.missing(conn, built, name)
+        bad = {mv.id for mv in built if integrity.row_problem(mv)}
+        return [mv for mv in built if mv.id not in bad], problems
 
     def _build(self, conn: Connection, row: RowMapping, tags: list[str]) -> ModelVersion:
         c = conn.execute(select(code_refs).where(code_refs.c.digest == row["code_digest"])).mappings().one()
@@ -508,14 +527,11 @@ class Registry:
                 current = alias_ops.current(conn, name, alias)
                 if current == mv.id:
                     raise InvalidInputError(f"{name}@{alias} already points at {mv.ref}")
-                report_id = alias_ops.passing_report(conn, mv.id, current)
-                if report_id is None and not force:
-                    against = f"the current champion {short(current)}…" if current else "no champion (floors only)"
-                    raise ConflictError(
-                        f"setting {name}@{alias} to {mv.ref} needs a PASS gate report for {mv.ref} against {against}",
-                        hint=f"run 'tether gate run {name} --candidate {mv.ref} --spec gate.yaml', "
-                        "or pass --force with a reason (recorded)",
-                    )
+                try:
+                    report_id = policy_ops.promotion_report(conn, self.store.blobs, name, mv.id, current)
+                except ConflictError:
+                    if not force:
+                        raise
             return alias_ops.move(
                 conn,
                 model_name=name,
@@ -540,6 +556,37 @@ class Registry:
                 reason=reason,
                 at=self.clock.now(),
             )
+
+    # ------------------------------------------------------------------------------------------------
+    # gate policies
+    # ------------------------------------------------------------------------------------------------
+    def set_gate_policy(
+        self, name: str, spec: dict[str, Any], *, reason: str, role: str, actor: str | None = None
+    ) -> policy_ops.GatePolicy:
+        """Make ``spec`` (a gate spec as JSON, gold pinned to digests) the policy of ``name``; see `policy`."""
+        check_name(name)
+        with self.store.db.begin() as conn:
+            return policy_ops.set_policy(
+                conn,
+                self.store.blobs,
+                model_name=name,
+                spec=spec,
+                actor=actor or self.settings.actor,
+                role=role,
+                reason=reason,
+                at=self.clock.now(),
+            )
+
+    def gate_policy(self, name: str) -> policy_ops.GatePolicy | None:
+        with self.store.db.connect() as conn:
+            return policy_ops.current(conn, name)
+
+    def gate_policy_history(self, name: str) -> list[policy_ops.GatePolicy]:
+        with self.store.db.connect() as conn:
+            return policy_ops.history(conn, name)
+
+    def gate_policy_spec(self, policy: policy_ops.GatePolicy) -> dict[str, Any]:
+        return policy_ops.load_spec(self.store.blobs, policy)
 
     def alias_history(self, name: str, alias: str | None = None) -> list[alias_ops.AliasEvent]:
         with self.store.db.connect() as conn:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +82,23 @@ def reproduce(registry: Registry, mv: ModelVersion, dest: Path, *, retrain: bool
             f"version {mv.ref} has no recorded training command",
             hint="register with --train-command to make retraining possible",
         )
-    dest.mkdir(parents=True, exist_ok=True)
+    # Everything is built in a sibling folder and renamed into place only once it verified, so a failure
+    # (a tampered blob, a full disk) never leaves a half-filled destination behind.
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        report = _build(registry, mv, work, retrain=retrain)
+        if dest.exists():
+            dest.rmdir()
+        work.rename(dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    report.dest = dest
+    return report
+
+
+def _build(registry: Registry, mv: ModelVersion, dest: Path, *, retrain: bool) -> ReproduceReport:
     report = ReproduceReport(mv, dest)
     workers = registry.settings.hash_workers
 

@@ -26,6 +26,7 @@ from tether.core.errors import ConflictError, InvalidInputError, NotFoundError
 from tether.core.types import short
 from tether.registry import Registry
 from tether.registry import aliases as alias_ops
+from tether.registry import policy as policy_ops
 from tether.rollout.plan import Plan
 from tether.rollout.sequential import Comparison, Decision, compare_rates
 from tether.serving import table as routing_table
@@ -131,14 +132,12 @@ class Controller:
                     f"{model} already has rollout {active.id} in state {active.state}",
                     hint=f"tether rollout abort {model} first",
                 )
-            report = alias_ops.passing_report(conn, mv.id, table.champion)
-            if report is None and not force:
-                raise ConflictError(
-                    f"a rollout of {mv.ref} needs a PASS gate report against the current champion "
-                    f"{short(table.champion)}…",
-                    hint=f"run 'tether gate run {model} --candidate {mv.ref} --spec gate.yaml', "
-                    "or --force with a reason",
-                )
+            report: str | None = None
+            try:
+                report = policy_ops.promotion_report(conn, self.registry.store.blobs, model, mv.id, table.champion)
+            except ConflictError as e:
+                if not force:
+                    raise ConflictError(f"a rollout of {mv.ref} cannot start: {e.message}", hint=e.hint) from None
             if report is None and not (reason and reason.strip()):
                 raise InvalidInputError("--force needs a --reason (it is recorded)")
             rid = conn.execute(

@@ -14,6 +14,7 @@ gateway keeps serving. Shadow copies go fire-and-forget and never change a respo
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter, OrderedDict
 from datetime import datetime
@@ -22,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from tether.audit.log import AuditRecord, digest_of
 from tether.audit.sink import AuditSink
@@ -36,6 +38,8 @@ from tether.serving.routing import RoutingTable
 from tether.serving.runtime import Instance, Runtime
 from tether.serving.window import MetricStore
 from tether.serving.worker import SERVICE_HEADER
+
+log = logging.getLogger("tether.gateway")
 
 MAX_RECORDS = 10_000
 TRACE_MEMORY = 200_000
@@ -119,14 +123,40 @@ class Gateway:
     # -- middleware ---------------------------------------------------------------------------------------
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Malformed input is a 4xx in the route's own error shape, whatever the handler was doing when it met
+        it (an oversized body, a Content-Encoding the body does not have); anything else unexpected is a JSON
+        500 naming the trace id, with the traceback in the log only."""
         try:
             response: web.StreamResponse = await handler(request)
             return response
         except web.HTTPRequestEntityTooLarge:
             self.rejected[(request.match_info.get("name", "-"), "too_large")] += 1
-            return _error(413, f"request body over the limit of {self.max_body_bytes} bytes; send smaller batches")
+            return self.error_response(
+                request, 413, f"request body over the limit of {self.max_body_bytes} bytes; send smaller batches"
+            )
+        except RequestPayloadError as e:
+            self.rejected[(request.match_info.get("name", "-"), "bad_body")] += 1
+            why = str(e).split("message:", 1)[-1].strip() or "the body could not be read"
+            return self.error_response(
+                request, 400, f"{why}; send the body as it is, or with the Content-Encoding it really has"
+            )
         except web.HTTPException:
             raise
+        except Exception:
+            trace = self.ids.new()
+            log.exception("unexpected error on %s %s (trace %s)", request.method, request.path, trace)
+            return self.error_response(request, 500, f"internal error in the tether gateway (trace {trace})", trace)
+
+    def error_response(self, request: web.Request, status: int, message: str, trace: str | None = None) -> web.Response:
+        """An error in the shape of the route: OpenAI's for the OpenAI-compatible routes, tether's elsewhere."""
+        if request.path.startswith(("/v1/chat/", "/v1/models")) and not request.path.endswith("/predict"):
+            kind = {400: "invalid_request_error", 413: "invalid_request_error"}.get(status, "server_error")
+            body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+            headers = {"X-Tether-Trace": trace} if trace else {}
+            return web.Response(
+                status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+            )
+        return _error(status, message, trace)
 
     def authenticate(
         self, request: web.Request, action: str, model: str | None = None
@@ -206,7 +236,18 @@ class Gateway:
             self.shadow_tasks.add(task)
             task.add_done_callback(self.shadow_tasks.discard)
         if error is not None:
-            return _error(status, str(result), trace, version=route.version_id)
+            if self.audit is not None:
+                try:  # the failure and its detail go on the trail; the answer does not wait on a broken log
+                    await self._audit(trace, model, route.version_id, now, records, None, error=str(result))
+                except Exception:
+                    log.exception("audit of a failed prediction (trace %s)", trace)
+            message = (
+                f"version {route.version_id[:12]}… failed on this request; its error is in the gateway's log and "
+                f"on the audit trail under trace {trace}"
+                if error == "backend_status"
+                else str(result)
+            )
+            return _error(status, message, trace, version=route.version_id)
         if self.audit is not None:
             try:
                 await self._audit(trace, model, route.version_id, now, records, result)
@@ -239,12 +280,11 @@ class Gateway:
                 raw = await resp.read()
                 service = _seconds(resp.headers.get(SERVICE_HEADER))
                 if resp.status != 200:
-                    return (
-                        502,
-                        f"instance {version_id[:12]}… answered {resp.status}: {raw[:300].decode(errors='replace')}",
-                        "backend_status",
-                        service,
-                    )
+                    # The instance's own text (an exception message, a stack) stays in the log and on the audit
+                    # trail; the client learns only that the version failed, and the trace id to ask about.
+                    detail = raw[:2000].decode(errors="replace")
+                    log.warning("instance %s… answered %d: %s", version_id[:12], resp.status, detail[:300])
+                    return 502, detail, "backend_status", service
                 if not raw.startswith(b'{"outputs":'):
                     raw = orjson.dumps(_response_from(inst, orjson.loads(raw)))
                 return 200, raw, None, service
@@ -272,14 +312,25 @@ class Gateway:
         )
 
     async def _audit(
-        self, trace: str, model: str, version_id: str, at: datetime, records: list[Any], result: bytes
+        self,
+        trace: str,
+        model: str,
+        version_id: str,
+        at: datetime,
+        records: list[Any],
+        result: bytes | None,
+        *,
+        error: str | None = None,
     ) -> int:
         assert self.audit is not None
         triad = self._triads.get(version_id)
         if triad is None:
             mv = self.registry.get(version_id)
             triad = self._triads[version_id] = (mv.code.digest, mv.data.digest, mv.weights.digest)
-        outputs = orjson.loads(result)["outputs"]
+        outputs = orjson.loads(result)["outputs"] if result is not None else None
+        body: dict[str, Any] = {"input": records, "output": outputs}
+        if error is not None:
+            body["error"] = error
         rec = AuditRecord(
             kind="prediction",
             trace_id=trace,
@@ -291,7 +342,7 @@ class Gateway:
             weights_digest=triad[2],
             input_digest=digest_of(records),
             output_digest=digest_of(outputs),
-            payload=self.audit.payload({"input": records, "output": outputs}),
+            payload=self.audit.payload(body),
         )
         return await self.audit.record(rec)
 
@@ -304,17 +355,26 @@ class Gateway:
     async def feedback(self, request: web.Request) -> web.Response:
         if (denied := self._deny(request, "predict")) is not None:
             return denied
+        usage = 'send {"trace_id": "<X-Tether-Trace of the prediction>", "labels": [0 or 1, ...]}'
         try:
             body = orjson.loads(await request.read())
-            trace, labels = body["trace_id"], body["labels"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-            return _error(400, f'send {{"trace_id": ..., "labels": [...]}}: {e}')
+        except orjson.JSONDecodeError as e:
+            return _error(400, f"malformed JSON: {e}; {usage}")
+        if not isinstance(body, dict) or "trace_id" not in body or "labels" not in body:
+            return _error(400, f"missing trace_id or labels; {usage}")
+        trace, labels = body["trace_id"], body["labels"]
+        if not isinstance(trace, str) or not 0 < len(trace) <= 64:
+            return _error(400, f"trace_id must be a string of 1 to 64 characters, got {type(trace).__name__}; {usage}")
+        if not isinstance(labels, list) or not all(
+            isinstance(x, bool) or (isinstance(x, int) and x in (0, 1)) for x in labels
+        ):
+            return _error(400, f"labels must be a list of 0/1 (or true/false); {usage}")
         known = self._traces.get(trace)
         if known is None:
             return _error(404, f"unknown or expired trace id {trace!r} (the gateway keeps the last {TRACE_MEMORY})")
         model, version, arm, at, raw = known
         decisions = [o.get("prediction") if isinstance(o, dict) else None for o in orjson.loads(raw)["outputs"]]
-        if not isinstance(labels, list) or len(labels) != len(decisions):
+        if len(labels) != len(decisions):
             return _error(422, f"trace {trace} has {len(decisions)} predictions; send as many labels")
         self.metrics.record_labels(
             model, version, arm, at, [int(bool(d)) for d in decisions], [int(bool(x)) for x in labels]

@@ -111,15 +111,6 @@ model_versions = Table(
     UniqueConstraint("name", "number", name="uq_model_versions_name_number"),
 )
 
-aliases = Table(
-    "aliases",
-    metadata,
-    Column("model_name", String(200), primary_key=True),
-    Column("alias", String(100), primary_key=True),
-    Column("version_id", DIGEST, ForeignKey("model_versions.id"), nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-)
-
 alias_events = Table(
     "alias_events",
     metadata,
@@ -149,6 +140,25 @@ gate_reports = Table(
     Column("html_blob", DIGEST, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(200), nullable=False),
+    #: The model's gate policy this report ran under (None: an ad-hoc spec, which never moves ``champion``).
+    Column("policy_digest", DIGEST),
+)
+
+#: The gate policy of each model over time: which spec and gold data a PASS must come from. Insert-only; the
+#: newest row is in force.
+gate_policies = Table(
+    "gate_policies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(200), nullable=False, index=True),
+    Column("digest", DIGEST, nullable=False),
+    Column("spec_blob", DIGEST, nullable=False),
+    Column("gold_digests", JSON, nullable=False),
+    Column("previous_digest", DIGEST),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
 )
 
 routing = Table(
@@ -281,7 +291,8 @@ anomaly_resolutions = Table(
     Column("reason", Text, nullable=False),
 )
 
-#: Tables whose rows can never change once written; enforced by database triggers (migrations 0001-0005).
+#: Tables whose rows can never change once written; enforced by database triggers (re-asserted over all of
+#: them by migration 0007, with TRUNCATE refused on PostgreSQL).
 IMMUTABLE_TABLES = (
     "code_refs",
     "data_snapshots",
@@ -294,6 +305,7 @@ IMMUTABLE_TABLES = (
     "llm_ledger",
     "anomalies",
     "anomaly_resolutions",
+    "gate_policies",
 )
 
 llm_ledger = Table(
