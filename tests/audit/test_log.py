@@ -209,3 +209,20 @@ def test_decisions_join_the_trail_once(keyed, project):
             _, rows = log.query("SELECT kind, model, version_id, payload FROM records ORDER BY seq")
             assert ("alias", "fraud", v1.id) in [r[:3] for r in rows]
             assert log.verify().ok
+
+
+def test_hashed_and_redacted_values_are_keyed_digests_that_guessing_cannot_reverse(keyed):
+    import hashlib
+
+    import orjson
+
+    email = "alice@example.com"
+    with AuditLog(keyed) as log:
+        secret = log.secret
+    assert len(secret) == 32 and (keyed.resolved_signing_key.parent / "audit.secret").stat().st_mode & 0o077 == 0
+    guess = hashlib.sha256(orjson.dumps(email)).hexdigest()
+    assert digest_of(email, secret) != guess  # an unsalted hash of the guess no longer finds it
+    red = apply_policy({"email": email, "amount": 3}, "redact", ("email",), secret)
+    assert red["email"] != f"redacted:{guess[:16]}" and red["email"] == f"redacted:{digest_of(email, secret)[:16]}"
+    with AuditLog(keyed) as again:
+        assert again.secret == secret  # stable: digests stay checkable by whoever holds the store's secret

@@ -131,3 +131,31 @@ def test_trace_recomputes_the_leaf_from_the_record(keyed, monkeypatch):  # noqa:
         found = log.trace("trace-00007")
     assert not found["stored_leaf_matches"] and not found["proof_verifies"]
     assert Path(ckpt.__file__).exists()
+
+
+def test_an_http_witness_receives_every_signed_note(settings):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got: list[str] = []
+
+    class Witness(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Witness)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        s = settings.model_copy(update={"audit_witness": f"http://127.0.0.1:{server.server_port}/add-checkpoint"})
+        SigningKey.generate().save(s.resolved_signing_key)
+        _three_seals(s)
+    finally:
+        server.shutdown()
+    pub = SigningKey.load(s.resolved_signing_key).public_key_hex
+    assert [ckpt.parse(n, pub).size for n in got] == [20, 40, 60]

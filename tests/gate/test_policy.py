@@ -130,3 +130,11 @@ def test_a_changed_or_deleted_version_is_reported_by_the_listing(registry, proje
     assert any("fraud/2 are missing" in p for p in problems)
     with pytest.raises(IntegrityError, match="2 problem"):
         registry.versions("fraud")
+
+
+def test_the_training_snapshot_as_gold_is_warned_about(gated):  # noqa: F811
+    registry, project, _ = gated
+    v1 = project.register(registry)
+    own = load_spec({**SPEC, "gold": [str(project.data)]})
+    report = run_gate(registry, own, v1.ref)
+    assert any("is the training snapshot of fraud/1" in n for n in report.body["notes"]), report.body["notes"]

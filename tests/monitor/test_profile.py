@@ -72,3 +72,61 @@ def test_dataset_profile_round_trips_and_merges():
     assert p.features["age"].count == 2000
     p.update(frame.drop(columns=["country"]))
     assert p.features["country"].missing == 1000
+
+
+def test_a_poison_value_is_counted_and_isolated():
+    import json
+
+    import pandas as pd
+
+    from tether.monitor.profile import DatasetProfile, NumericProfile
+
+    prof = DatasetProfile({"amount": NumericProfile()})
+    issues = prof.observe(pd.DataFrame({"amount": [10.0, 1e308, -1e200, 12.0]}))
+    assert issues["out_of_range:amount"] == 2
+    p = prof.features["amount"]
+    assert p.count == 2 and p.missing == 2 and p.mean == 11.0
+    json.dumps(prof.to_json(), allow_nan=False)  # what the database accepts (strict JSON): never inf or nan
+    prof.observe(pd.DataFrame({"amount": [11.0] * 10}))
+    assert prof.features["amount"].count == 12
+
+
+def test_a_slice_the_database_refuses_is_retried_dropped_counted_and_never_blocks(tmp_path, project):
+    from datetime import UTC, datetime
+
+    from tests.monitor.test_watch import FAST, _records
+    from tether.core import ManualClock, Settings
+    from tether.monitor.live import WRITE_TRIES, LiveProfiler
+    from tether.registry import Registry
+
+    clock = ManualClock(datetime(2026, 6, 1, tzinfo=UTC))
+    reg = Registry.open(Settings(home=tmp_path / "h", database_url="", blob_url=""), clock=clock)
+    v1 = project.register(reg)
+    profiler = LiveProfiler(reg, clock=clock)
+    profiler.configure("fraud", FAST)
+    real = reg.store.db.begin
+    broken = {"on": True}
+
+    def begin():
+        if broken["on"]:
+            raise RuntimeError("disk says no")
+        return real()
+
+    reg.store.db.begin = begin  # type: ignore[method-assign]
+    for _ in range(WRITE_TRIES + 2):
+        profiler.observe("fraud", v1.id, _records(20, seed=1))
+        profiler.flush()
+        clock.advance(FAST.slice_seconds)
+    assert profiler.write_failures >= WRITE_TRIES and "disk says no" in profiler.last_error
+    assert profiler.dropped_rows > 0
+    broken["on"] = False
+    profiler.observe("fraud", v1.id, _records(20, seed=2))
+    clock.advance(FAST.slice_seconds)
+    profiler.flush(close_all=True)
+    from sqlalchemy import func, select
+
+    from tether.store.tables import live_profiles
+
+    with reg.store.db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(live_profiles)).scalar_one() > 0
+    reg.close()

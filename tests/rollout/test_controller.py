@@ -333,3 +333,67 @@ def test_with_no_real_difference_false_rollbacks_stay_under_alpha(setup):
             ctrl.deploy("fraud", candidate.ref, reason="keep alternating", force=True)
         clock.advance(3600)
     assert binomtest(bad, runs, PLAN.alpha, alternative="greater").pvalue > 0.01, f"{bad}/{runs} false rollbacks"
+
+
+def test_all_failed_evidence_never_advances_and_bake_time_is_observed(setup):
+    reg, ctrl, metrics, clock, v1, v2 = setup
+    rng = np.random.default_rng(4)
+    # Both arms failing every request: relatively "equal", absolutely broken. Never an advance.
+    broken = Behaviour(error=1.0)
+    _start(ctrl, v2)
+    ro, _ = simulate(ctrl, metrics, clock, "fraud", candidate=(v2.id, broken), champion=broken, rng=rng)
+    events = ctrl.events(ro.id)
+    assert "advance" not in [e.kind for e in events] and ro.state == "rolled_back", [e.reason for e in events]
+    assert "success_rate" in events[-1].reason
+
+    # A healthy canary beside a failing champion: degraded evidence, the step waits (and pauses).
+    with ctrl.db.begin() as conn:
+        routing_table.write(conn, routing_table.RoutingTable("fraud", champion=v1.id), clock.now())
+    _start(ctrl, v2)
+    ro, _ = simulate(ctrl, metrics, clock, "fraud", candidate=(v2.id, Behaviour()), champion=broken, rng=rng)
+    assert ro.state == "paused" and "degraded evidence" in ctrl.events(ro.id)[-1].reason
+    ctrl.abort("fraud", reason="done")
+
+    # Bake time is time observed: a step whose clock ran with no traffic (downtime) has baked nothing.
+    ro = _start(ctrl, v2)
+    clock.advance(PLAN.bake_seconds * 10)
+    _traffic(metrics, "fraud", v2.id, "canary", clock.now(), 30000, Behaviour(error=0.0), rng)
+    _traffic(metrics, "fraud", v1.id, "champion", clock.now(), 300000, Behaviour(error=0.0), rng)
+    assert ctrl.tick() == []  # everything safe, enough samples, but nothing observed yet
+    clock.advance(PLAN.bake_seconds + 1)
+    _traffic(metrics, "fraud", v2.id, "canary", clock.now(), 100, Behaviour(error=0.0), rng)
+    _traffic(metrics, "fraud", v1.id, "champion", clock.now(), 1000, Behaviour(error=0.0), rng)
+    assert [e.kind for e in ctrl.tick()] == ["advance"]
+
+
+def test_a_broken_canary_is_rolled_back_by_the_failure_limit(setup):
+    reg, ctrl, metrics, clock, v1, v2 = setup
+    ro = _start(ctrl, v2)
+    for _ in range(PLAN.failure_limit - 1):
+        metrics.record_request("fraud", v2.id, "canary:warmup", clock.now(), error="backend_status")
+    assert ctrl.tick() == []
+    metrics.record_request("fraud", v2.id, "canary", clock.now(), error="backend_status")
+    events = ctrl.tick()
+    assert [e.kind for e in events] == ["rollback"] and "in a row" in events[0].reason
+    assert ctrl.get(ro.id).state == "rolled_back"
+
+
+def test_each_rollout_salts_its_own_cohort(setup):
+    reg, ctrl, metrics, clock, v1, v2 = setup
+    first = _start(ctrl, v2)
+    with ctrl.db.connect() as conn:
+        t1, _ = routing_table.read(conn, "fraud")
+    assert t1.salt == f"fraud/rollout-{first.id}" and t1.mirror_bp > 0
+    ctrl.promote("fraud", reason="next step by hand")
+    with ctrl.db.connect() as conn:
+        t2, _ = routing_table.read(conn, "fraud")
+    assert t2.salt == t1.salt and t2.canary_bp > t1.canary_bp  # the 1% cohort stays inside the 5% one
+    inside = [k for k in (f"u{i}" for i in range(20000)) if t1.route(k).arm == "canary"]
+    assert inside and all(t2.route(k).arm == "canary" for k in inside)
+    ctrl.abort("fraud", reason="again")
+    second = _start(ctrl, v2)
+    with ctrl.db.connect() as conn:
+        t3, _ = routing_table.read(conn, "fraud")
+    assert t3.salt == f"fraud/rollout-{second.id}" != t1.salt
+    again = {k for k in (f"u{i}" for i in range(20000)) if t3.route(k).arm == "canary"}
+    assert len(again & set(inside)) < len(inside) / 2  # a new cohort, not the same users again

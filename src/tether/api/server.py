@@ -16,13 +16,14 @@ import functools
 import logging
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from tether.audit.bridge import Bridge
 from tether.audit.log import AuditLog
 from tether.audit.sink import AuditSink
 from tether.core.clock import Clock, SystemClock
-from tether.core.errors import TetherError
+from tether.core.errors import InvalidInputError, TetherError
 from tether.core.settings import Settings
 from tether.llm.gateway import LLMGateway
 from tether.monitor.config import MonitorConfig
@@ -86,6 +87,8 @@ class Server:
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
         self.llm = LLMGateway(self.gateway)
         self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
+        self.gateway.app.router.add_get("/v1/models/{name}/gate-policy", self.gate_policy)
+        self.gateway.app.router.add_put("/v1/models/{name}/gate-policy", self.set_gate_policy)
         self.gateway.app.router.add_get("/v1/models/{name}/monitor", self.monitor_status)
         self.gateway.app.router.add_get("/v1/models/{name}/monitor/report", self.monitor_report)
         self.gateway.app.router.add_get("/v1/models/{name}/anomalies", self.monitor_anomalies)
@@ -297,6 +300,45 @@ class Server:
             return denied
         model = request.match_info["name"]
         return web.json_response(status_of(self.controller, model, self.gateway.tables.get(model)))
+
+    async def gate_policy(self, request: web.Request) -> web.Response:
+        """The model's gate policy in force, with its spec (role: viewer)."""
+        if (denied := self.gateway._deny(request, "read")) is not None:
+            return denied
+        pol = self.registry.gate_policy(request.match_info["name"])
+        if pol is None:
+            return web.json_response({"error": f"{request.match_info['name']} has no gate policy"}, status=404)
+        return web.json_response({**pol.to_json(), "spec": self.registry.gate_policy_spec(pol)})
+
+    async def set_gate_policy(self, request: web.Request) -> web.Response:
+        """Set the gate policy: ``{"spec": {...gate spec, gold as snapshot digests...}, "reason": "..."}``.
+        Only admin keys; never with authentication off (nobody could be held to the change)."""
+        from tether.gate import load_spec, set_policy
+
+        if self.gateway.keys is None:
+            return web.json_response(
+                {"error": "gate policies change over HTTP only with API keys on; use 'tether gate policy set'"},
+                status=403,
+            )
+        key = self.gateway.authenticate(request, "govern")
+        if isinstance(key, tuple) or key is None:
+            status, message = key if isinstance(key, tuple) else (401, "an admin API key is needed")
+            return web.json_response({"error": message}, status=status)
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+                raise InvalidInputError('send {"spec": {...}, "reason": "..."}')
+            spec = load_spec(body["spec"])
+            if spec.model != request.match_info["name"]:
+                raise InvalidInputError(f"the spec is for model {spec.model!r}, not {request.match_info['name']!r}")
+            pol = await asyncio.to_thread(
+                set_policy, self.registry, spec, reason=str(body.get("reason") or ""), role=key.role, actor=key.name
+            )
+        except orjson.JSONDecodeError as e:
+            return web.json_response({"error": f"malformed JSON: {e}"}, status=400)
+        except TetherError as e:
+            return web.json_response({"error": e.message, "hint": e.hint}, status=e.http_status)
+        return web.json_response(pol.to_json(), status=201)
 
     def _crashed(self, version_id: str) -> None:
         now = self.clock.now()

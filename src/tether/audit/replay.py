@@ -24,7 +24,7 @@ def replay(registry: Registry, audit: AuditLog, trace_id: str) -> dict[str, Any]
             hint="replay needs TETHER_AUDIT_PAYLOAD=full for the records to replay",
         )
     inputs = payload["input"]
-    if digest_of(inputs) != rec["input_digest"]:
+    if digest_of(inputs, audit.secret) != rec["input_digest"] and digest_of(inputs) != rec["input_digest"]:
         raise InvalidInputError(f"the logged input of {trace_id} does not match its digest (redacted fields?)")
     mv = registry.get(rec["version_id"])
     triad = (mv.code.digest, mv.data.digest, mv.weights.digest)
@@ -44,7 +44,9 @@ def replay(registry: Registry, audit: AuditLog, trace_id: str) -> dict[str, Any]
             outputs = orjson.loads(out.to_json(orient="records"))
     finally:
         model.close()
-    digest = digest_of(outputs)
+    # Keyed with the store's audit secret (records written before it existed used plain SHA-256).
+    keyed = digest_of(inputs, audit.secret) == rec["input_digest"]
+    digest = digest_of(outputs, audit.secret if keyed else None)
     return {
         "trace_id": trace_id,
         "version": mv.ref,

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tether.audit.log import AuditLog, AuditRecord, apply_policy
+from tether.audit.log import AuditLog, AuditRecord, apply_policy, digest_of
 
 log = logging.getLogger("tether.audit")
 
@@ -38,7 +38,11 @@ class AuditSink:
         self.batches = 0
 
     def payload(self, payload: dict[str, Any]) -> dict[str, Any] | None:
-        return apply_policy(payload, self.policy, self.redact)
+        return apply_policy(payload, self.policy, self.redact, self.log.secret)
+
+    def digest(self, value: Any) -> str:
+        """An input's or output's digest, keyed with the store's audit secret (see `digest_of`)."""
+        return digest_of(value, self.log.secret)
 
     async def record(self, rec: AuditRecord) -> int:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()

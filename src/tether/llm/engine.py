@@ -96,8 +96,11 @@ class Engine:
         stop: Sequence[str] = (),
         reuse: bool = True,
         info: Generation | None = None,
+        salt: bytes = b"",
+        shared_tokens: int = 0,
     ) -> Iterator[Step]:
-        """Decode up to ``max_tokens`` tokens after ``prompt_ids``; ``info`` (if given) receives the counts."""
+        """Decode up to ``max_tokens`` tokens after ``prompt_ids``; ``info`` (if given) receives the counts.
+        ``salt`` partitions the prefix cache beyond the first ``shared_tokens`` (see `block_hashes`)."""
         torch = self.torch
         ids = list(prompt_ids)
         if not ids:
@@ -115,11 +118,12 @@ class Engine:
         if temperature > 0:
             generator = torch.Generator().manual_seed(seed if seed is not None else int(time.time_ns() % 2**31))
         with self._lock, torch.inference_mode():
-            cache, cached = self._prefill_cache(ids, reuse)
+            hashes = block_hashes(ids[: len(ids) - 1], self.block_tokens, salt=salt, shared=shared_tokens)
+            cache, cached = self._prefill_cache(hashes, reuse)
             gen.cached_tokens = cached
             out = self.model(input_ids=torch.tensor([ids[cached:]]), cache=cache, use_cache=True)
             if reuse and self.prefix is not None:
-                self._store(ids, cache, cached)
+                self._store(hashes, cache, cached)
             logits = out.logits[0, -1]
             text = ""
             for _ in range(max_tokens):
@@ -158,12 +162,12 @@ class Engine:
             pass
         return gen
 
-    def _prefill_cache(self, ids: list[int], reuse: bool) -> tuple[Any, int]:
+    def _prefill_cache(self, hashes: list[bytes], reuse: bool) -> tuple[Any, int]:
+        """``hashes``: the prompt's block chain without its last token, whose logits pick the first output."""
         cache = self._cache_cls()
         if not reuse or self.prefix is None:
             return cache, 0
-        # Never the last prompt token: its logits are needed to pick the first output token.
-        blocks = self.prefix.match(block_hashes(ids[: len(ids) - 1], self.block_tokens))
+        blocks = self.prefix.match(hashes)
         if not blocks:
             return cache, 0
         torch = self.torch
@@ -175,9 +179,8 @@ class Engine:
             )
         return cache, len(blocks) * self.block_tokens
 
-    def _store(self, ids: list[int], cache: Any, cached: int) -> None:
+    def _store(self, hashes: list[bytes], cache: Any, cached: int) -> None:
         assert self.prefix is not None
-        hashes = block_hashes(ids[: len(ids) - 1], self.block_tokens)
         first_new = cached // self.block_tokens
         b = self.block_tokens
         new = {}

@@ -38,7 +38,7 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from tether.audit.log import AuditRecord, digest_of
+from tether.audit.log import AuditRecord
 from tether.llm import protocol
 from tether.llm.cache import ANSWER_AGREEMENT, Cached, Calibrator, ExactCache, SemanticCache, canonical_key, short_hash
 from tether.llm.flavor import messages_for
@@ -238,7 +238,7 @@ class LLMGateway:
         self._scratch = Path(tempfile.mkdtemp(prefix="tether-llm-gw-"))
         app = gateway.app
         app.router.add_get("/v1/models", self.models)
-        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/chat/completions", self.chat, expect_handler=gateway.expect)
         app.router.add_get("/v1/llm/stats", self.stats)
 
     # -- state ----------------------------------------------------------------------------------------------
@@ -531,7 +531,7 @@ class LLMGateway:
             self._spawn(self._shadow(call, route.shadow_version_id, sent))
         if not req.stream:
             try:
-                await self._call(info, body, prefix_hash, outcome)
+                await self._call(info, body, prefix_hash, outcome, call.tenant)
             except Upstream as e:
                 outcome.status, outcome.error = "error", e.kind
                 self._settle(reservation, info, outcome)
@@ -555,7 +555,7 @@ class LLMGateway:
         resp = web.StreamResponse(headers=_sse_headers(call, outcome))
         self.picker.in_flight[url] = self.picker.in_flight.get(url, 0) + 1
         try:
-            await self._relay(request, resp, info, url, body, call.cid, call.created, outcome)
+            await self._relay(request, resp, info, url, body, call.cid, call.created, outcome, call.tenant)
         finally:
             self.picker.in_flight[url] -= 1
         self._settle(reservation, info, outcome, sent)
@@ -643,7 +643,9 @@ class LLMGateway:
             body["model"] = info.spec.backend.model or info.name
             body["stream"] = False
             body.pop("stream_options", None)
-            await self._call(info, body, short_hash([info.system_hash, call.tools, call.response_format]), outcome)
+            await self._call(
+                info, body, short_hash([info.system_hash, call.tools, call.response_format]), outcome, call.tenant
+            )
         except Upstream as e:
             outcome.error = None if e.kind in NOT_THE_VERSIONS else e.kind
         except Exception:  # a shadow can never affect the live path
@@ -683,22 +685,26 @@ class LLMGateway:
         return body
 
     # -- backend calls --------------------------------------------------------------------------------------
-    def _headers(self, info: VersionInfo) -> dict[str, str]:
+    def _headers(self, info: VersionInfo, tenant: str | None = None) -> dict[str, str]:
         import os
 
         h = {"Content-Type": "application/json"}
+        if tenant is not None:  # the tenant's partition of the engine's prefix cache (see tether.llm.kvcache)
+            h["X-Tether-Cache-Salt"] = hashlib.sha256(b"tether-tenant:" + tenant.encode()).hexdigest()[:32]
         env = info.spec.backend.api_key_env
         if env and os.environ.get(env):
             h["Authorization"] = f"Bearer {os.environ[env]}"
         return h
 
-    async def _call(self, info: VersionInfo, body: dict[str, Any], prefix_hash: str, outcome: Outcome) -> None:
+    async def _call(
+        self, info: VersionInfo, body: dict[str, Any], prefix_hash: str, outcome: Outcome, tenant: str | None = None
+    ) -> None:
         url = self.picker.pick(self.backend_urls(info), prefix_hash, info.spec.backend.affinity_slack)
         self.picker.in_flight[url] = self.picker.in_flight.get(url, 0) + 1
         timeout = aiohttp.ClientTimeout(total=info.spec.backend.timeout_s)
         try:
             async with self.gw.session.post(
-                url + "/chat/completions", data=orjson.dumps(body), headers=self._headers(info), timeout=timeout
+                url + "/chat/completions", data=orjson.dumps(body), headers=self._headers(info, tenant), timeout=timeout
             ) as r:
                 raw = await r.read()
                 outcome.service = _seconds(r.headers.get(SERVICE_HEADER))
@@ -735,13 +741,14 @@ class LLMGateway:
         cid: str,
         created: int,
         outcome: Outcome,
+        tenant: str | None = None,
     ) -> None:
         timeout = aiohttp.ClientTimeout(total=info.spec.backend.timeout_s)
         model = body["model"]
         parts: list[str] = []
         try:
             async with self.gw.session.post(
-                url + "/chat/completions", data=orjson.dumps(body), headers=self._headers(info), timeout=timeout
+                url + "/chat/completions", data=orjson.dumps(body), headers=self._headers(info, tenant), timeout=timeout
             ) as r:
                 if r.status != 200:
                     raise upstream_error(url, r.status, await r.read())
@@ -840,7 +847,11 @@ class LLMGateway:
         fresh = Outcome()
         try:
             await self._call(
-                call.info, body, short_hash([call.info.system_hash, call.tools, call.response_format]), fresh
+                call.info,
+                body,
+                short_hash([call.info.system_hash, call.tools, call.response_format]),
+                fresh,
+                call.tenant,
             )
         except Upstream:
             return
@@ -899,7 +910,7 @@ class LLMGateway:
         self.gw.metrics.record_request(
             call.req.model,
             call.info.version_id,
-            call.arm,
+            self.gw._arm(call.info.version_id, call.arm),
             call.now,
             latency=time.perf_counter() - call.started,
             service=outcome.service,
@@ -918,7 +929,8 @@ class LLMGateway:
         }
 
     async def _audit(self, call: Call, outcome: Outcome, row: dict[str, Any]) -> None:
-        if self.gw.audit is None:
+        sink = self.gw.audit
+        if sink is None:
             return
         info = call.info
         # What arrived (after the version's template) and what the model saw (after trimming): replay reruns the
@@ -947,14 +959,15 @@ class LLMGateway:
             code_digest=info.triad[0],
             data_digest=info.triad[1],
             weights_digest=info.triad[2],
-            input_digest=digest_of(request),
-            output_digest=digest_of(output),
-            payload=self.gw.audit.payload(payload),
+            input_digest=sink.digest(request),
+            output_digest=sink.digest(output),
+            payload=sink.payload(payload),
         )
-        await self.gw.audit.record(rec)
+        await sink.record(rec)
 
     async def audit_invalidation(self, model_versions: list[tuple[str, int]], reason: str) -> None:
-        if self.gw.audit is None:
+        sink = self.gw.audit
+        if sink is None:
             return
         now = self.gw.clock.now()
         for vid, n in model_versions:
@@ -965,7 +978,7 @@ class LLMGateway:
                 version_id=vid,
                 payload={"event": "invalidated", "entries": n, "reason": reason},
             )
-            await self.gw.audit.record(rec)
+            await sink.record(rec)
 
     async def _answer(self, call: Call, outcome: Outcome, saved: tuple[int, float] = (0, 0.0)) -> web.StreamResponse:
         """Answer a cache hit or a plain backend answer, once its record is on the audit trail."""

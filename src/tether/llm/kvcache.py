@@ -23,12 +23,19 @@ from typing import Any
 ROOT = b"tether-prefix-v1"
 
 
-def block_hashes(tokens: Sequence[int], block: int) -> list[bytes]:
-    """The chain hash of every full block of ``tokens`` (a trailing partial block has none)."""
+def block_hashes(tokens: Sequence[int], block: int, *, salt: bytes = b"", shared: int = 0) -> list[bytes]:
+    """The chain hash of every full block of ``tokens`` (a trailing partial block has none).
+
+    Blocks that lie wholly within the first ``shared`` tokens (the version's pinned prefix: system prompt,
+    tools) hash alike for everyone; from the first block past it, ``salt`` (the tenant's) enters the chain, as
+    vLLM's ``cache_salt`` does, so one tenant's cached blocks can neither serve nor reveal another's prompt
+    (``cached_tokens`` would tell whether someone else sent it)."""
     out: list[bytes] = []
     prev = ROOT
     for start in range(0, len(tokens) - block + 1, block):
         h = hashlib.sha256(prev)
+        if salt and start + block > shared:
+            h.update(b"salt:" + salt + b";")
         h.update(b",".join(str(t).encode() for t in tokens[start : start + block]))
         prev = h.digest()
         out.append(prev)

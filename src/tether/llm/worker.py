@@ -53,6 +53,8 @@ def make_app(engine: Engine, name: str) -> web.Application:
         started = time.perf_counter()
         try:
             ids = engine.encode(engine.render(req.messages, req.tools))
+            pinned = _leading_system(req.messages)
+            shared = _common_prefix(ids, engine.encode(engine.render(pinned, req.tools))) if pinned else 0
         except Exception as e:
             return _err(400, f"the messages could not be rendered with the model's chat template: {e}", "messages")
         kwargs: dict[str, Any] = {
@@ -62,6 +64,10 @@ def make_app(engine: Engine, name: str) -> web.Application:
             "seed": req.seed,
             "stop": req.stop,
             "reuse": request.headers.get("X-Tether-Prefix-Reuse", "on") != "off",
+            # The gateway names the tenant's partition of the prefix cache (a digest, never the tenant):
+            # the system prompt's blocks are shared, every block past them is the tenant's own.
+            "salt": request.headers.get("X-Tether-Cache-Salt", "").encode()[:64],
+            "shared_tokens": shared,
         }
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -176,6 +182,25 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _leading_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The system messages a conversation starts with: the version's pinned prefix."""
+    out = []
+    for m in messages:
+        if m.get("role") != "system":
+            break
+        out.append(m)
+    return out
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 if __name__ == "__main__":

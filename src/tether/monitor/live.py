@@ -39,6 +39,10 @@ MAX_SEGMENT_VALUES = 20
 MAX_PENDING = 200_000
 
 
+#: How often a closed slice is offered to the database before it is dropped (and counted).
+WRITE_TRIES = 3
+
+
 @dataclass
 class _Slice:
     start: datetime
@@ -46,6 +50,7 @@ class _Slice:
     segments: dict[tuple[str, str], DatasetProfile] = field(default_factory=dict)
     issues: Counter[str] = field(default_factory=Counter)
     rows: int = 0
+    tries: int = 0
 
 
 @dataclass
@@ -77,6 +82,11 @@ class LiveProfiler:
         self._lock = threading.Lock()
         self.dropped = 0
         self.failures = 0
+        #: Slices that could not be written (tried again, then dropped and counted; see `_write`).
+        self.write_failures = 0
+        self.last_error = ""
+        self.dropped_rows = 0
+        self._unwritten: list[tuple[str, str, _Slice]] = []
 
     # -- the request path --------------------------------------------------------------------------------
     def observe(self, model: str, version_id: str, records: list[dict[str, Any]]) -> None:
@@ -132,6 +142,7 @@ class LiveProfiler:
                 rows = [r for batch in batches for r in batch]
                 profiled += len(rows)
                 self._add(model, version_id, target, pd.DataFrame.from_records(rows), now)
+            self._retry_unwritten()
             self._close(now, close_all)
             return profiled
 
@@ -170,13 +181,30 @@ class LiveProfiler:
                 target.current = None
 
     def _write(self, model: str, version_id: str, sl: _Slice) -> None:
+        """Write a closed slice. A slice that cannot be written is dropped after a few tries, counted and said
+        (``write_failures``, ``last_error``, the server's health route): it never blocks the slices after it."""
         rows: list[dict[str, Any]] = [self._row(model, version_id, "", sl.whole, sl.rows, sl.start, sl.issues)]
         for (col, value), prof in sl.segments.items():
             n = _rows_of(prof)
             rows.append(self._row(model, version_id, f"{col}={value}", prof, n, sl.start, Counter()))
-        with self.registry.store.db.begin() as conn:
-            conn.execute(insert(live_profiles), rows)
-            conn.execute(delete(live_profiles).where(live_profiles.c.slice_start < sl.start - self.retention))
+        try:
+            with self.registry.store.db.begin() as conn:
+                conn.execute(insert(live_profiles), rows)
+                conn.execute(delete(live_profiles).where(live_profiles.c.slice_start < sl.start - self.retention))
+        except Exception as e:
+            self.write_failures += 1
+            self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            sl.tries += 1
+            if sl.tries < WRITE_TRIES:
+                self._unwritten.append((model, version_id, sl))  # tried again on the next flush
+                return
+            self.dropped_rows += sl.rows
+            log.error("live profile slice of %s dropped after %d tries: %s", model, sl.tries, self.last_error)
+
+    def _retry_unwritten(self) -> None:
+        again, self._unwritten = self._unwritten, []
+        for model, version_id, sl in again:
+            self._write(model, version_id, sl)
 
     def _row(
         self,

@@ -27,6 +27,11 @@ def _kll(k: int) -> Any:
     return datasketches.kll_floats_sketch(k)
 
 
+#: The largest magnitude a numeric feature's value may have to be profiled (well inside float32, whose
+#: maximum is 3.4e38, and far from overflowing a sum of squares).
+MAX_MAGNITUDE = 1e30
+
+
 @dataclass
 class NumericProfile:
     k: int = 200
@@ -42,7 +47,9 @@ class NumericProfile:
 
     def update(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float64)
-        present = v[np.isfinite(v)]
+        # Beyond MAX_MAGNITUDE a value is a poison, not a measurement: its square overflows the moments and
+        # float32 (the sketch) cannot hold it. It counts as missing (and as out_of_range in `observe`).
+        present = v[np.isfinite(v) & (np.abs(v) <= MAX_MAGNITUDE)]
         self.missing += int(v.size - present.size)
         n = int(present.size)
         if n == 0:
@@ -190,6 +197,8 @@ class DatasetProfile:
                         issues[f"type_mismatch:{name}"] += bad
                 if inf := int(np.isinf(values).sum()):
                     issues[f"non_finite:{name}"] += inf
+                if huge := int((np.isfinite(values) & (np.abs(values) > MAX_MAGNITUDE)).sum()):
+                    issues[f"out_of_range:{name}"] += huge
                 prof.update(values)
             else:
                 prof.update(col)

@@ -85,7 +85,9 @@ def inspect(path: str | os.PathLike[str], *, hash_workers: int = 4, progress: Pr
     try:
         dataset = ds.dataset([str(f) for f in files], format=fmt)
         schema = dataset.schema
-        row_count = dataset.count_rows()  # reads every file in full: a corrupt tail is found here
+        # A CSV's types are inferred from its first block; converting every batch finds a bad value further
+        # down now, before anything is stored (counting rows alone would not look at the values).
+        row_count = sum(b.num_rows for b in dataset.to_batches()) if fmt == "csv" else dataset.count_rows()
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
         raise InvalidInputError(
             f"cannot read dataset {root} as {fmt}: {str(e).splitlines()[0]}",

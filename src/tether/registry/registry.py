@@ -162,6 +162,8 @@ class Registry:
                 metrics=metrics,
                 train_command=train_command,
             )
+            if sign:
+                self._refuse_unsigned_twin(wmanifest.root_digest, name)
             if self._exists(vid):
                 return self.get(vid)
 
@@ -403,6 +405,26 @@ class Registry:
             f"unknown version {ref!r}",
             hint="refer to a version as NAME@ALIAS, NAME@latest, NAME/NUMBER or an id prefix; "
             "list them with 'tether versions'",
+        )
+
+    def _refuse_unsigned_twin(self, weights_digest: str, name: str) -> None:
+        """``--sign`` on weights already stored unsigned: a signature cannot be added to immutable records, and
+        silently returning the unsigned version would let a caller believe it is signed."""
+        with self.store.db.connect() as conn:
+            row = conn.execute(
+                select(weights_artifacts.c.signature).where(weights_artifacts.c.digest == weights_digest)
+            ).first()
+            if row is None or row[0] is not None:
+                return
+            used = conn.execute(
+                select(model_versions.c.name, model_versions.c.number).where(
+                    model_versions.c.weights_digest == weights_digest
+                )
+            ).first()
+        where = f" (by {used[0]}/{used[1]})" if used else ""
+        raise ConflictError(
+            f"these weights are already registered unsigned{where}; a signature cannot be added to immutable records",
+            hint=f"register {name} without --sign, or sign a new build of the weights",
         )
 
     def _unknown_model(self, conn: Connection, name: str) -> NotFoundError:

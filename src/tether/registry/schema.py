@@ -1,9 +1,12 @@
 """I/O signatures: the typed fields a model version takes and returns.
 
-A schema is ``{"fields": [{"name", "type", "required", "enum"?, "minimum"?, "maximum"?}]}`` with types
+A schema is ``{"fields": [{"name", "type", "required", "enum"?, "minimum"?, "maximum"?}], "unknown_fields"?}``
+with types
 ``float``, ``integer``, ``string``, ``boolean`` and ``datetime``. tether infers types and required-ness from
 the training data and from the model's output on a few rows; declared ranges and enums come from the user
-(``--input-schema``). The gateway validates every request against it.
+(``--input-schema``). The gateway validates every request against it. ``unknown_fields`` says what the
+gateway does with a field the schema does not name: ``refuse`` (the default: a 422 naming it, with the
+closest known name) or ``count`` (accepted, dropped before the model, counted per version).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from tether.core.errors import InvalidInputError
 
 TYPES = ("float", "integer", "string", "boolean", "datetime")
+UNKNOWN_FIELDS = ("refuse", "count")
 
 
 def type_of_arrow(arrow_type: str) -> str:
@@ -75,4 +79,15 @@ def validate_schema(schema: Any, *, what: str) -> dict[str, Any]:
             if k in f:
                 g[k] = f[k]
         out.append(g)
-    return {"fields": out}
+    extra = set(schema) - {"fields", "unknown_fields"}
+    if extra:
+        raise InvalidInputError(f"{what} has unknown keys {sorted(extra)}", hint="use 'fields' and 'unknown_fields'")
+    result: dict[str, Any] = {"fields": out}
+    if "unknown_fields" in schema:
+        if schema["unknown_fields"] not in UNKNOWN_FIELDS:
+            raise InvalidInputError(
+                f"{what}: unknown_fields is {schema['unknown_fields']!r}",
+                hint=f"use one of {', '.join(UNKNOWN_FIELDS)}",
+            )
+        result["unknown_fields"] = schema["unknown_fields"]
+    return result

@@ -16,7 +16,7 @@ the chance of any false rollback over the whole rollout is at most the plan's al
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -28,7 +28,7 @@ from tether.registry import Registry
 from tether.registry import aliases as alias_ops
 from tether.registry import policy as policy_ops
 from tether.rollout.plan import Plan
-from tether.rollout.sequential import Comparison, Decision, compare_rates
+from tether.rollout.sequential import Comparison, Decision, bound_rate, compare_rates
 from tether.serving import table as routing_table
 from tether.serving.routing import RoutingTable
 from tether.serving.window import MetricStore, Tally
@@ -36,6 +36,19 @@ from tether.store.tables import rollout_events, rollouts
 
 ACTIVE = ("running", "paused", "watching")
 FULL = 10_000
+
+
+def canary_table(model: str, champion: str, candidate: str, plan: Plan, step: int, rollout_id: int) -> RoutingTable:
+    """The routing of a canary step: the rollout's own salt (a new cohort for every rollout, the same through its
+    steps so cohorts nest) and, with the latency mirror on, the share of champion requests copied to the canary
+    that makes both instances serve the same rate: m = (1 - 2c) / (1 - c) for a canary share c under 50%."""
+    bp = plan.bp(step)
+    c = bp / FULL
+    g = plan.guardrails.latency_p99
+    mirror = round(FULL * (1 - 2 * c) / (1 - c)) if g is not None and g.mirror and c < 0.5 else 0
+    return RoutingTable(
+        model, champion=champion, canary=candidate, canary_bp=bp, salt=f"{model}/rollout-{rollout_id}", mirror_bp=mirror
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,8 @@ class Controller:
         self.metrics = metrics
         self.clock = clock or registry.clock or SystemClock()
         self.db = registry.store.db
+        #: (rollout, step, step start) -> when this controller first saw the step's traffic (see `_observed`).
+        self._watched: dict[tuple[int, int, datetime], datetime] = {}
 
     def __enter__(self) -> Controller:
         return self
@@ -168,9 +183,7 @@ class Controller:
                 {"plan": plan.model_dump()},
                 actor,
             )
-            routing_table.write(
-                conn, RoutingTable(model, champion=table.champion, canary=mv.id, canary_bp=plan.bp(0)), now
-            )
+            routing_table.write(conn, canary_table(model, table.champion, mv.id, plan, 0, int(rid)), now)
         if plan.steps[0] == 100:
             self._promote_full(ro, actor, "the plan starts at 100%")
         return self.get(ro.id)
@@ -189,21 +202,29 @@ class Controller:
         return events
 
     def evaluate(self, ro: Rollout) -> tuple[dict[str, Comparison], Tally, Tally]:
-        """The guardrail comparisons of a rollout's current window."""
+        """The guardrail comparisons of a rollout's current window (warm instances only: see the gateway's
+        warm-up), with the champion's own success floor under ``champion_success_rate`` (it never rolls back;
+        it keeps a step from advancing on degraded evidence)."""
         since = ro.step_started_at
         if ro.state == "watching":
-            new = self.metrics.tally(ro.model, ro.candidate_id, "champion", since)
-            old = self.metrics.tally(ro.model, ro.champion_id, "shadow", since)
+            new = self.metrics.tally(ro.model, ro.candidate_id, "champion", since, warmup=False)
+            old = self.metrics.tally(ro.model, ro.champion_id, "shadow", since, warmup=False)
+            mirrored = None
         else:
-            new = self.metrics.tally(ro.model, ro.candidate_id, "canary", since)
-            old = self.metrics.tally(ro.model, ro.champion_id, "champion", since)
+            new = self.metrics.tally(ro.model, ro.candidate_id, "canary", since, warmup=False)
+            old = self.metrics.tally(ro.model, ro.champion_id, "champion", since, warmup=False)
+            mirrored = self.metrics.tally(ro.model, ro.candidate_id, "mirror", since, warmup=False)
         g = ro.plan.guardrails
-        alpha = ro.plan.alpha / (len(g.active()) * len(ro.plan.steps))
+        alpha = ro.plan.alpha / (g.tests() * len(ro.plan.steps))
         out: dict[str, Comparison] = {}
         if g.error_rate:
             out["error_rate"] = compare_rates(
                 new.error_count, new.requests, old.error_count, old.requests, margin=g.error_rate.margin, alpha=alpha
             )
+        if g.success_rate:
+            limit = 1 - g.success_rate.min
+            out["success_rate"] = bound_rate(new.error_count, new.requests, limit=limit, alpha=alpha)
+            out["champion_success_rate"] = bound_rate(old.error_count, old.requests, limit=limit, alpha=alpha)
         if g.schema_violation_rate:
             out["schema_violation_rate"] = compare_rates(
                 new.schema_violations,
@@ -215,10 +236,14 @@ class Controller:
             )
         if g.latency_p99:
             # The instances' own service times when both report them: end-to-end latency includes the wait in
-            # an instance's queue, which grows with the traffic share (a 10% canary queues less than the 90%
-            # champion, and a new champion at 100% far more than the old one on shadow copies).
-            both = new.service.count and old.service.count
-            a, b = (new.service, old.service) if both else (new.latency, old.latency)
+            # an instance's queue, which grows with the traffic share. With the mirror on, the canary's instance
+            # also serves copies of the champion's requests, so both run at the same rate and both are judged
+            # on everything they served (an instance at a 1% share idles and is slower for it).
+            service = new.service
+            if mirrored is not None and mirrored.service.count:
+                service = Tally().merge(new).merge(mirrored).service
+            both = service.count and old.service.count
+            a, b = (service, old.service) if both else (new.latency, old.latency)
             threshold = b.quantile(0.99) * (1 + g.latency_p99.tolerance) if b.count else 0.0
             ok = b.count >= 100
             out["latency_p99"] = compare_rates(
@@ -229,6 +254,10 @@ class Controller:
                 margin=g.latency_p99.margin,
                 alpha=alpha,
             )
+            if g.latency_p99.ceiling_ms is not None:
+                # p99 under the ceiling <=> under 1% of requests above it.
+                ceiling = g.latency_p99.ceiling_ms / 1000
+                out["latency_ceiling"] = bound_rate(a.count_above(ceiling), a.count, limit=0.01, alpha=alpha)
         if g.false_positive_rate:
             covered = min(new.label_coverage, old.label_coverage) >= g.false_positive_rate.min_coverage
             out["false_positive_rate"] = compare_rates(
@@ -250,23 +279,51 @@ class Controller:
             "policy": ro.plan.model_dump(mode="json"),
         }
 
+    def _observed(self, ro: Rollout) -> float:
+        """Seconds this controller has watched the current step with canary traffic arriving: bake time is time
+        observed, not time elapsed (downtime, a restart of the server, a canary still starting do not count)."""
+        key = (ro.id, ro.step_index, ro.step_started_at)
+        now = self.clock.now()
+        first = self._watched.get(key)
+        if first is None:
+            arm = "champion" if ro.state == "watching" else "canary"
+            if not self.metrics.tally(ro.model, ro.candidate_id, arm, now - timedelta(seconds=30)).requests:
+                return 0.0
+            first = self._watched[key] = now
+        return (now - first).total_seconds()
+
     def _running(self, ro: Rollout) -> list[Event]:
         comps, new, old = self.evaluate(ro)
         evidence = self._evidence(ro, comps, new, old)
         elapsed = (self.clock.now() - ro.step_started_at).total_seconds()
+        observed = self._observed(ro)
+        evidence["observed_seconds"] = observed
         if new.errors.get("crash", 0):
             return [self._rollback(ro, "rollback", "the canary instance crashed", evidence, "controller")]
+        streak = self.metrics.streak(ro.model, ro.candidate_id, "canary")
+        if ro.plan.failure_limit is not None and streak >= ro.plan.failure_limit:
+            why = f"{streak} canary requests failed in a row (failure_limit {ro.plan.failure_limit})"
+            return [self._rollback(ro, "rollback", why, evidence, "controller")]
+        champion_floor = comps.pop("champion_success_rate", None)
         harmed = [k for k, c in comps.items() if c.decision is Decision.HARM]
         if harmed:
             detail = "; ".join(_describe(k, comps[k]) for k in harmed)
             return [self._rollback(ro, "rollback", f"harm shown: {detail}", evidence, "controller")]
         safe = all(c.decision is Decision.SAFE for c in comps.values())
-        if safe and elapsed >= ro.plan.bake_seconds and new.requests >= ro.plan.min_samples:
-            why = f"every guardrail shown safe on {new.requests} canary requests and the bake time is over"
+        champion_ok = champion_floor is None or champion_floor.decision is Decision.SAFE
+        if safe and champion_ok and observed >= ro.plan.bake_seconds and new.requests >= ro.plan.min_samples:
+            why = (
+                f"every guardrail shown safe on {new.requests} canary requests, the champion's success rate "
+                f"shown above its floor, and {observed:.0f} s of the step observed"
+            )
             return [self._advance(ro, why, evidence, "controller")]
         if elapsed > ro.plan.max_step_seconds:
             open_ = [k for k, c in comps.items() if c.decision is not Decision.SAFE]
             wanting = [f"not yet shown safe: {', '.join(open_)}"] if open_ else []
+            if not champion_ok:
+                wanting.append("the champion's own success rate is not shown above the floor (degraded evidence)")
+            if observed < ro.plan.bake_seconds:
+                wanting.append(f"{observed:.0f} of {ro.plan.bake_seconds:.0f} s of bake time observed")
             if new.requests < ro.plan.min_samples:
                 wanting.append(f"{new.requests} of {ro.plan.min_samples} canary requests")
             return [
@@ -284,12 +341,17 @@ class Controller:
 
     def _watching(self, ro: Rollout) -> list[Event]:
         comps, new, old = self.evaluate(ro)
+        comps.pop("champion_success_rate", None)  # the old champion on shadow copies: nothing to protect
         evidence = self._evidence(ro, comps, new, old)
         harmed = [k for k, c in comps.items() if c.decision is Decision.HARM]
-        if harmed or new.errors.get("crash", 0):
-            detail = "; ".join(_describe(k, comps[k]) for k in harmed) or "the new champion's instance crashed"
+        streak = self.metrics.streak(ro.model, ro.candidate_id, "champion")
+        broken = ro.plan.failure_limit is not None and streak >= ro.plan.failure_limit
+        if harmed or new.errors.get("crash", 0) or broken:
+            detail = "; ".join(_describe(k, comps[k]) for k in harmed) or (
+                f"{streak} requests failed in a row" if broken else "the new champion's instance crashed"
+            )
             return [self._revert(ro, f"breach during the watch window: {detail}", evidence, "controller")]
-        if (self.clock.now() - ro.step_started_at).total_seconds() >= ro.plan.watch_seconds:
+        if self._observed(ro) >= ro.plan.watch_seconds:
             with self.db.begin() as conn:
                 table, _ = routing_table.read(conn, ro.model) or (None, 0)
                 if table is not None:
@@ -318,7 +380,7 @@ class Controller:
         with self.db.begin() as conn:
             routing_table.write(
                 conn,
-                RoutingTable(ro.model, champion=ro.champion_id, canary=ro.candidate_id, canary_bp=ro.plan.bp(nxt)),
+                canary_table(ro.model, ro.champion_id, ro.candidate_id, ro.plan, nxt, ro.id),
                 now,
             )
             conn.execute(
@@ -338,14 +400,19 @@ class Controller:
             )
 
     def _promote_full(self, ro: Rollout, actor: str, reason: str, evidence: dict[str, Any] | None = None) -> Event:
-        self.registry.set_alias(
-            ro.model,
-            "champion",
-            ro.candidate_id,
-            actor=actor,
-            force=ro.forced,
-            reason=f"rollout {ro.id} reached 100%: {reason}",
-        )
+        try:
+            self.registry.set_alias(
+                ro.model,
+                "champion",
+                ro.candidate_id,
+                actor=actor,
+                force=ro.forced,
+                reason=f"rollout {ro.id} reached 100%: {reason}",
+            )
+        except ConflictError as e:  # e.g. the gate policy changed since the start: a human decides
+            return self._set_state(
+                ro, "paused", "pause", f"cannot promote to 100%: {e.message}", evidence or {}, "controller"
+            )
         now = self.clock.now()
         with self.db.begin() as conn:
             # The old champion stays warm on shadow copies of all traffic, so the watch window can compare.
@@ -505,6 +572,8 @@ class Controller:
                 table.canary_bp,
                 shadow_id,
                 round(percent * 100) if shadow_id else 0,
+                table.salt,
+                table.mirror_bp,
             )
             routing_table.write(conn, new, self.clock.now())
             return new

@@ -25,6 +25,17 @@ class LatencyGuard(_Strict):
     tolerance: float = Field(default=0.25, ge=0)
     #: The canary's share of slow requests may exceed the champion's by at most this.
     margin: float = Field(default=0.02, ge=0)
+    #: Copy the champion's requests to the canary (answers discarded) so both instances run at the same rate:
+    #: an instance at a 1% share idles between requests and is slower for it, whatever the version.
+    mirror: bool = True
+    #: An absolute ceiling beside the relative test: the canary's p99 service time must be shown under it.
+    ceiling_ms: float | None = Field(default=None, gt=0)
+
+
+class SuccessFloor(_Strict):
+    #: Both arms' success rates (1 - the version's error rate) must be shown at least this before a step
+    #: advances: a relative test between two arms that both fail says nothing ("1.0 vs 1.0, safe").
+    min: float = Field(default=0.9, gt=0, le=1)
 
 
 class BusinessGuard(_Strict):
@@ -35,12 +46,17 @@ class BusinessGuard(_Strict):
 
 class Guardrails(_Strict):
     error_rate: RateGuard | None = RateGuard(margin=0.01)
+    success_rate: SuccessFloor | None = SuccessFloor()
     schema_violation_rate: RateGuard | None = RateGuard(margin=0.01)
     latency_p99: LatencyGuard | None = LatencyGuard()
     false_positive_rate: BusinessGuard | None = None
 
     def active(self) -> list[str]:
         return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
+    def tests(self) -> int:
+        """How many sequential tests can roll a step back (the latency ceiling adds one to the guardrails)."""
+        return len(self.active()) + int(self.latency_p99 is not None and self.latency_p99.ceiling_ms is not None)
 
 
 class Plan(_Strict):
@@ -57,6 +73,9 @@ class Plan(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     #: Shadow share (percent) kept on a rolled-back canary for diagnosis.
     diagnosis_shadow: float = Field(default=10.0, ge=0, le=100)
+    #: This many failed canary requests in a row roll back at once (Argo Rollouts' failureLimit): a broken
+    #: canary is out within seconds; a healthy one at a 1% error rate does this with probability 1e-20.
+    failure_limit: int | None = Field(default=10, ge=1)
     guardrails: Guardrails = Field(default_factory=Guardrails)
 
     @model_validator(mode="after")

@@ -90,3 +90,15 @@ def compare_rates(
     lo, hi = confidence_sequence(d, vc + vp, alpha=alpha, tau=tau)
     decision = Decision.HARM if lo > margin else Decision.SAFE if hi < margin else Decision.UNDECIDED
     return Comparison(pc, pp, canary_n, champion_n, d, lo, hi, margin, alpha, decision)
+
+
+def bound_rate(events: int, n: int, *, limit: float, alpha: float, tau: float = 0.02, min_n: int = 30) -> Comparison:
+    """One arm's event rate (higher is worse) against an absolute ``limit``, on the same always-valid sequence:
+    harm when it is shown above the limit, safe when shown below."""
+    p = events / n if n else 0.0
+    if n < min_n:
+        return Comparison(p, limit, n, 0, p - limit, -math.inf, math.inf, limit, alpha, Decision.UNDECIDED)
+    v = max(p * (1 - p), 0.5 / n * (1 - 0.5 / n)) / n
+    lo, hi = confidence_sequence(p, v, alpha=alpha, tau=tau)
+    decision = Decision.HARM if lo > limit else Decision.SAFE if hi < limit else Decision.UNDECIDED
+    return Comparison(p, limit, n, 0, p - limit, lo, hi, limit, alpha, decision)

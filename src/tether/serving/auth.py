@@ -23,6 +23,7 @@ ALLOWED = {
     "predict": {"client", "admin"},
     "read": {"viewer", "deployer", "admin"},
     "deploy": {"deployer", "admin"},
+    "govern": {"admin"},  # gate policies: what may become champion
 }
 
 

@@ -14,6 +14,7 @@ gateway keeps serving. Shadow copies go fire-and-forget and never change a respo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -25,7 +26,7 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from tether.audit.log import AuditRecord, digest_of
+from tether.audit.log import AuditRecord
 from tether.audit.sink import AuditSink
 from tether.core.clock import Clock, SystemClock
 from tether.core.ids import TraceIdGenerator
@@ -34,7 +35,7 @@ from tether.registry import Registry
 from tether.serving import table as routing_table
 from tether.serving.auth import ApiKey, KeyRing
 from tether.serving.contract import InputValidator
-from tether.serving.routing import RoutingTable
+from tether.serving.routing import Route, RoutingTable
 from tether.serving.runtime import Instance, Runtime
 from tether.serving.window import MetricStore
 from tether.serving.worker import SERVICE_HEADER
@@ -42,6 +43,10 @@ from tether.serving.worker import SERVICE_HEADER
 log = logging.getLogger("tether.gateway")
 
 MAX_RECORDS = 10_000
+#: Error kinds that are not the version's failures: no instance is up yet (starting; a crash is reported by
+#: itself). See docs/operations.md, "what counts against a version".
+NOT_THE_VERSIONS = frozenset({"unavailable"})
+WARMUP_REQUESTS = 20
 TRACE_MEMORY = 200_000
 
 
@@ -75,12 +80,16 @@ class Gateway:
         self.validators: dict[str, InputValidator] = {}
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.shadow_tasks: set[asyncio.Task[None]] = set()
+        #: Requests each instance serves before its evidence counts (see `_arm`).
+        self.warmup_requests = WARMUP_REQUESTS
+        self._served: dict[tuple[str, int | None, str], int] = {}
+        self._mirroring: set[str] = set()  # canaries with a mirror copy in flight
         self.chat_only: set[str] = set()  # models served by /v1/chat/completions (tether.llm sets it)
         self._traces: OrderedDict[str, tuple[str, str, str, datetime, bytes]] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
-        self.app.router.add_post("/v1/models/{name}/predict", self.predict)
-        self.app.router.add_post("/v1/feedback", self.feedback)
+        self.app.router.add_post("/v1/models/{name}/predict", self.predict, expect_handler=self.expect)
+        self.app.router.add_post("/v1/feedback", self.feedback, expect_handler=self.expect)
         self.app.router.add_get("/metrics", self.prometheus)
         self.app.router.add_get("/healthz", self.health)
         self.app.on_cleanup.append(self._close)
@@ -131,21 +140,39 @@ class Gateway:
             return response
         except web.HTTPRequestEntityTooLarge:
             self.rejected[(request.match_info.get("name", "-"), "too_large")] += 1
-            return self.error_response(
+            resp = self.error_response(
                 request, 413, f"request body over the limit of {self.max_body_bytes} bytes; send smaller batches"
             )
+            resp.force_close()  # the rest of the body is never read: the connection cannot be reused
+            return resp
         except RequestPayloadError as e:
             self.rejected[(request.match_info.get("name", "-"), "bad_body")] += 1
             why = str(e).split("message:", 1)[-1].strip() or "the body could not be read"
-            return self.error_response(
+            resp = self.error_response(
                 request, 400, f"{why}; send the body as it is, or with the Content-Encoding it really has"
             )
+            resp.force_close()
+            return resp
         except web.HTTPException:
             raise
         except Exception:
             trace = self.ids.new()
             log.exception("unexpected error on %s %s (trace %s)", request.method, request.path, trace)
             return self.error_response(request, 500, f"internal error in the tether gateway (trace {trace})", trace)
+
+    async def expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: a body declared over the limit is refused before it is sent (413)."""
+        if request.version != aiohttp.HttpVersion11:
+            return None
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return self.error_response(request, 417, "only 'Expect: 100-continue' is understood")
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            self.rejected[(request.match_info.get("name", "-"), "too_large")] += 1
+            return self.error_response(
+                request, 413, f"request body over the limit of {self.max_body_bytes} bytes; send smaller batches"
+            )
+        request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+        return None
 
     def error_response(self, request: web.Request, status: int, message: str, trace: str | None = None) -> web.Response:
         """An error in the shape of the route: OpenAI's for the OpenAI-compatible routes, tether's elsewhere."""
@@ -200,12 +227,23 @@ class Gateway:
             return _error(400, f'send {{"records": [...]}} with 1 to {MAX_RECORDS} records', trace)
         key = body.get("entity_key") or request.headers.get("X-Tether-Entity") or trace
         route = table.route(str(key))
+        if route.arm == "canary" and self.runtime.instance(route.version_id) is None:
+            # Traffic moves to a canary only once it is up (as Argo Rollouts and Flagger do): until then, or
+            # while it restarts after a crash (reported as the crash it is), its share goes to the champion.
+            self.rejected[(model, "canary_not_ready")] += 1
+            route = Route(table.champion, "champion", route.shadow_version_id)
         now = self.clock.now()
         violations = self.validator(route.version_id).validate(records)
         if violations:
-            self.metrics.record_request(
-                model, route.version_id, route.arm, now, records=len(records), schema_violation=True
-            )
+            # A request the champion's contract refuses too is the client's error, whichever arm it reached (a
+            # client that picks its arm cannot push a canary's rate up with bad payloads); one only the canary
+            # refuses is the canary's incompatibility, and counts against it.
+            if route.arm == "canary" and not self.validator(table.champion).validate(records):
+                self.metrics.record_request(
+                    model, route.version_id, route.arm, now, records=len(records), schema_violation=True
+                )
+            else:
+                self.rejected[(model, "schema_violation")] += 1
             shown = [str(v) for v in violations[:20]]
             return _error(
                 422,
@@ -221,20 +259,33 @@ class Gateway:
         payload = raw
         status, result, error, service = await self._forward(route.version_id, payload, model)
         latency = time.perf_counter() - started
-        self.metrics.record_request(
-            model,
-            route.version_id,
-            route.arm,
-            now,
-            latency=latency,
-            service=service,
-            records=len(records),
-            error=error,
-        )
-        if route.shadow_version_id and route.shadow_version_id != route.version_id:
-            task = asyncio.create_task(self._shadow(model, route.shadow_version_id, payload, now))
+        if error in NOT_THE_VERSIONS:
+            self.rejected[(model, error or "")] += 1  # the gateway's own unavailability: not the version's
+        else:
+            self.metrics.record_request(
+                model,
+                route.version_id,
+                self._arm(route.version_id, route.arm),
+                now,
+                latency=latency,
+                service=service,
+                records=len(records),
+                error=error,
+            )
+        for copy, arm in ((route.shadow_version_id, "shadow"), (route.mirror_version_id, "mirror")):
+            if not copy or copy == route.version_id:
+                continue
+            if arm == "mirror":
+                # One mirror copy in flight per canary at most: the copies keep its instance busy when live
+                # traffic leaves it idle, and never queue live canary requests behind them.
+                if copy in self._mirroring:
+                    continue
+                self._mirroring.add(copy)
+            task = asyncio.create_task(self._shadow(model, copy, payload, now, arm))
             self.shadow_tasks.add(task)
             task.add_done_callback(self.shadow_tasks.discard)
+            if arm == "mirror":
+                task.add_done_callback(functools.partial(_discard, self._mirroring, copy))
         if error is not None:
             if self.audit is not None:
                 try:  # the failure and its detail go on the trail; the answer does not wait on a broken log
@@ -293,23 +344,39 @@ class Gateway:
         except aiohttp.ClientError as e:
             return 502, f"instance {version_id[:12]}… is unreachable: {type(e).__name__}", "backend_down", None
 
-    async def _shadow(self, model: str, version_id: str, payload: bytes, at: datetime) -> None:
+    async def _shadow(self, model: str, version_id: str, payload: bytes, at: datetime, arm: str = "shadow") -> None:
         started = time.perf_counter()
         service = None
         try:
             _, _, error, service = await self._forward(version_id, payload, model)
         except Exception:  # a shadow can never affect the live path
             error = "shadow_failure"
+        if error in NOT_THE_VERSIONS:
+            return
         self.metrics.record_request(
             model,
             version_id,
-            "shadow",
+            self._arm(version_id, arm),
             at,
             latency=time.perf_counter() - started,
             service=service,
             records=0,
             error=error,
         )
+
+    def _arm(self, version_id: str, arm: str) -> str:
+        """``arm``, or ``arm:warmup`` for the first `warmup_requests` an instance serves after it (re)started: a
+        cold process is slower, and a rollout judges instances warm, like with like (rollout windows read the
+        plain arms only; `MetricStore.streak` still counts warm-up failures, so a broken canary is caught)."""
+        inst = self.runtime.instance(version_id)
+        if inst is None or self.warmup_requests <= 0:
+            return arm
+        ident = (version_id, inst.pid, inst.url)
+        n = self._served.get(ident, 0)
+        if n >= self.warmup_requests:
+            return arm
+        self._served[ident] = n + 1
+        return f"{arm}:warmup"
 
     async def _audit(
         self,
@@ -340,8 +407,8 @@ class Gateway:
             code_digest=triad[0],
             data_digest=triad[1],
             weights_digest=triad[2],
-            input_digest=digest_of(records),
-            output_digest=digest_of(outputs),
+            input_digest=self.audit.digest(records),
+            output_digest=self.audit.digest(outputs),
             payload=self.audit.payload(body),
         )
         return await self.audit.record(rec)
@@ -382,7 +449,14 @@ class Gateway:
         return web.json_response({"trace_id": trace, "labelled": len(labels)})
 
     async def health(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "models": sorted(self.tables)})
+        """200 once every deployed model's champion has a running instance; 503 (status "starting") before."""
+        waiting = sorted(m for m, t in self.tables.items() if self.runtime.instance(t.champion) is None)
+        body: dict[str, Any] = {"status": "starting" if waiting else "ok", "models": sorted(self.tables)}
+        if waiting:
+            body["waiting_for"] = waiting
+        if self.profiler is not None and self.profiler.write_failures:
+            body["drift_watch"] = {"write_failures": self.profiler.write_failures, "last": self.profiler.last_error}
+        return web.json_response(body, status=503 if waiting else 200)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         if (denied := self._deny(request, "read")) is not None:
@@ -412,6 +486,10 @@ class Gateway:
         for (model, reason), n in sorted(self.rejected.items()):
             lines.append(f'tether_rejected_total{{model="{model}",reason="{reason}"}} {n}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _discard(items: set[str], item: str, _task: object) -> None:
+    items.discard(item)
 
 
 def _error(

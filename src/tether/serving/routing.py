@@ -31,6 +31,8 @@ class Route:
     #: "champion" or "canary": which side of the split served the request.
     arm: str
     shadow_version_id: str | None = None
+    #: The canary, when this champion-arm request is also mirrored to it (see `RoutingTable.mirror_bp`).
+    mirror_version_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,14 @@ class RoutingTable:
     canary_bp: int = 0
     shadow: str | None = None
     shadow_bp: int = 0
+    #: Salts the split; a rollout sets its own, so the same cohort does not carry every rollout's risk.
     salt: str = ""
+    #: Share of the champion's requests also copied to the canary (responses discarded), so the canary's
+    #: instance runs at the champion's rate and their latencies compare like with like.
+    mirror_bp: int = 0
 
     def __post_init__(self) -> None:
-        for name, bp in (("canary", self.canary_bp), ("shadow", self.shadow_bp)):
+        for name, bp in (("canary", self.canary_bp), ("shadow", self.shadow_bp), ("mirror", self.mirror_bp)):
             if not 0 <= bp <= BUCKETS:
                 raise ValueError(f"{name} weight must be within 0..{BUCKETS} basis points, got {bp}")
 
@@ -59,4 +65,8 @@ class RoutingTable:
         shadow = None
         if self.shadow is not None and self.shadow_bp > 0 and bucket(key, salt + "/shadow") < self.shadow_bp:
             shadow = self.shadow
-        return Route(version, arm, shadow)
+        mirror = None
+        mirrored = arm == "champion" and self.canary is not None and self.mirror_bp > 0
+        if mirrored and bucket(key, salt + "/mirror") < self.mirror_bp:
+            mirror = self.canary
+        return Route(version, arm, shadow, mirror)

@@ -29,6 +29,8 @@ def write(conn: Connection, table: RoutingTable, at: datetime) -> None:
         "canary_bp": table.canary_bp if table.canary else 0,
         "shadow_id": table.shadow,
         "shadow_bp": table.shadow_bp if table.shadow else 0,
+        "salt": table.salt,
+        "mirror_bp": table.mirror_bp if table.canary else 0,
         "updated_at": at,
     }
     current = conn.execute(select(routing.c.revision).where(routing.c.model_name == table.model)).first()
@@ -49,6 +51,8 @@ def _table(row: object) -> RoutingTable:
         canary_bp=r["canary_bp"],
         shadow=r["shadow_id"],
         shadow_bp=r["shadow_bp"],
+        salt=r["salt"] or "",
+        mirror_bp=r["mirror_bp"] or 0,
     )
 
 

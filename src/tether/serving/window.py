@@ -90,6 +90,8 @@ class MetricStore:
 
     def __init__(self, *, retention: timedelta = timedelta(hours=6)) -> None:
         self._slices: dict[Key, dict[int, Tally]] = {}
+        #: Consecutive version errors per (model, version, arm), warm-up requests included (the arm's base).
+        self._streaks: dict[Key, int] = {}
         self._lock = threading.Lock()
         self.retention = retention
 
@@ -125,6 +127,8 @@ class MetricStore:
             t = self._tally((model, version, arm), at)
             t.requests += 1
             t.records += records
+            base = (model, version, arm.split(":", 1)[0])
+            self._streaks[base] = self._streaks.get(base, 0) + 1 if error else 0
             if error:
                 t.errors[error] += 1
             if schema_violation:
@@ -179,15 +183,32 @@ class MetricStore:
         with self._lock:
             self._tally((model, version, arm), at).errors[error] += 1
 
-    def tally(self, model: str, version: str, arm: str, since: datetime, until: datetime | None = None) -> Tally:
+    def tally(
+        self,
+        model: str,
+        version: str,
+        arm: str,
+        since: datetime,
+        until: datetime | None = None,
+        *,
+        warmup: bool = True,
+    ) -> Tally:
+        """What (model, version, arm) served in the slices from ``since`` (to ``until``). ``warmup=False``
+        leaves out each instance's warm-up requests (recorded as ``ARM:warmup``): what a rollout judges."""
         lo = self.slice_of(since)
         hi = self.slice_of(until) if until is not None else None
         out = Tally()
         with self._lock:
-            for s, t in self._slices.get((model, version, arm), {}).items():
-                if s >= lo and (hi is None or s <= hi):
-                    out.merge(t)
+            for key in [(model, version, arm)] + ([(model, version, f"{arm}:warmup")] if warmup else []):
+                for s, t in self._slices.get(key, {}).items():
+                    if s >= lo and (hi is None or s <= hi):
+                        out.merge(t)
         return out
+
+    def streak(self, model: str, version: str, arm: str) -> int:
+        """How many requests in a row have failed for (model, version, arm), up to now."""
+        with self._lock:
+            return self._streaks.get((model, version, arm), 0)
 
     def keys(self) -> list[Key]:
         with self._lock:

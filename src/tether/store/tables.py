@@ -171,6 +171,8 @@ routing = Table(
     Column("shadow_id", DIGEST, ForeignKey("model_versions.id")),
     Column("shadow_bp", Integer, nullable=False, server_default="0"),
     Column("revision", Integer, nullable=False, server_default="1"),
+    Column("salt", String(200), nullable=False, server_default=""),
+    Column("mirror_bp", Integer, nullable=False, server_default="0"),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 

@@ -1,6 +1,7 @@
 """Promises that hold: gate policies per model (insert-only), aliases derived from their insert-only history
-(the mutable ``aliases`` table goes), gate reports bound to the policy they ran under, and every insert-only
-table refusing UPDATE, DELETE and TRUNCATE (``rollout_events`` accepted TRUNCATE on PostgreSQL before).
+(the mutable ``aliases`` table goes), gate reports bound to the policy they ran under, every insert-only
+table refusing UPDATE, DELETE and TRUNCATE (``rollout_events`` accepted TRUNCATE on PostgreSQL before), and
+routing with a salt per rollout and a mirror share.
 
 Revision ID: 0007
 Revises: 0006
@@ -55,6 +56,9 @@ def upgrade() -> None:
     # Plain ADD COLUMN (not batch mode): SQLite keeps gate_reports' triggers.
     op.add_column("gate_reports", sa.Column("policy_digest", D))
     op.drop_table("aliases")
+    # Routing: a salt per rollout (a new cohort for each) and the share of champion traffic mirrored to a canary.
+    op.add_column("routing", sa.Column("salt", sa.String(200), nullable=False, server_default=""))
+    op.add_column("routing", sa.Column("mirror_bp", sa.Integer, nullable=False, server_default="0"))
     make_insert_only(op.get_bind(), INSERT_ONLY)
 
 
