@@ -138,3 +138,24 @@ def test_the_training_snapshot_as_gold_is_warned_about(gated):  # noqa: F811
     own = load_spec({**SPEC, "gold": [str(project.data)]})
     report = run_gate(registry, own, v1.ref)
     assert any("is the training snapshot of fraud/1" in n for n in report.body["notes"]), report.body["notes"]
+
+
+def test_moves_made_before_gate_policies_existed_still_read(registry, project, gold_frame):  # noqa: F811
+    """A store from the release before policies: its champion moved on a plain PASS, which still reads."""
+    gold_frame.to_parquet(project.root / "data" / "gold.parquet", index=False)
+    spec = load_spec(SPEC)
+    spec._base = project.root
+    v1 = project.register(registry)
+    report = run_gate(registry, spec, v1.ref)  # no policy: an ad-hoc report, as every report was then
+    assert report.verdict is Verdict.PASS and not report.body["policy"]["in_force"]
+    with registry.store.db.begin() as conn:  # the alias move as the previous release wrote it
+        conn.execute(
+            text(
+                "INSERT INTO alias_events (model_name, alias, version_id, previous_version_id, actor, reason, at, "
+                "gate_report_id, forced) VALUES ('fraud', 'champion', :v, NULL, 'old', 'first', :at, :r, false)"
+            ),
+            {"v": v1.id, "r": report.id, "at": "2026-01-01 00:00:00.000000"},
+        )
+    assert registry.get("fraud@champion").id == v1.id
+    set_policy(registry, spec, reason="policies arrive", role="admin")
+    assert registry.get("fraud@champion").id == v1.id  # still: it was made under the rule of its time

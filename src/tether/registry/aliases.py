@@ -127,18 +127,25 @@ def _check_gated(conn: Connection, e: AliasEvent) -> None:
     row = None
     if e.gate_report_id is not None:
         row = conn.execute(select(gate_reports).where(gate_reports.c.id == e.gate_report_id)).mappings().first()
+    first_policy = conn.execute(
+        select(func.min(gate_policies.c.at)).where(gate_policies.c.model_name == e.model_name)
+    ).scalar_one()
     ok = (
         row is not None
         and row["verdict"] == "PASS"
         and row["candidate_id"] == e.version_id
         and row["champion_id"] == e.previous_version_id
-        and row["policy_digest"] is not None
-        and conn.execute(
-            select(func.count())
-            .select_from(gate_policies)
-            .where(gate_policies.c.model_name == e.model_name, gate_policies.c.digest == row["policy_digest"])
-        ).scalar_one()
-        > 0
+        and (
+            # A move made before the model had any gate policy (a store from before policies existed) was
+            # judged by the rule of its time: a PASS for the pair. From the first policy on, it must be one.
+            (row["policy_digest"] is None and (first_policy is None or e.at < first_policy))
+            or conn.execute(
+                select(func.count())
+                .select_from(gate_policies)
+                .where(gate_policies.c.model_name == e.model_name, gate_policies.c.digest == row["policy_digest"])
+            ).scalar_one()
+            > 0
+        )
     )
     if not ok:
         raise IntegrityError(
