@@ -47,6 +47,7 @@ from tether.llm.spec import LLMSpec
 from tether.llm.trim import TrimError, TrimReport, trim
 from tether.serving.auth import ApiKey
 from tether.serving.gateway import Gateway
+from tether.serving.protocols import service_seconds as _seconds
 from tether.serving.routing import Route
 from tether.serving.worker import SERVICE_HEADER
 
@@ -1052,13 +1053,6 @@ def _normal(text: str) -> str:
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-
-
-def _seconds(header: str | None) -> float | None:
-    try:
-        return float(header) if header else None
-    except ValueError:
-        return None
 
 
 def _err(
