@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tether.graders.embed import DIM, shared
 from tether.llm.cache import Cached, SemanticCache
-from tether.llm.embed import DIM, shared
 
 VERBS = ["reset", "cancel", "change", "update", "download", "renew"]
 OBJECTS = ["password", "order", "invoice", "subscription", "email address", "payment method", "shipping address"]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from tether.graders.embed import shared
 from tether.llm.cache import Cached, ExactCache, SemanticCache, canonical_key, meaning_guard
-from tether.llm.embed import shared
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tether.llm.embed import shared
+from tether.graders.embed import shared
 from tether.llm.trim import TrimError, trim
 
 

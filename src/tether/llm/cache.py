@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 from scipy.stats import beta, binom
 
-from tether.llm.embed import DIM
+from tether.graders.embed import DIM
 
 ANSWER_AGREEMENT = 0.92
 GRID_LOW = 0.80  # the lowest threshold the calibration can ever choose; neighbours below it are not sampled

@@ -11,6 +11,7 @@ tool, the temperature or a price and it is another version, registered, gated an
     cache:     {exact: true, semantic: true, semantic_threshold: 0.92, false_hit_budget: 0.01, ...}
     context:   {max_input_tokens: 2048, keep_last_turns: 4, block_tokens: 16}
     prices:    {input_per_1k: 0.0005, cached_input_per_1k: 0.00025, output_per_1k: 0.0015}
+    guardrails: {rules: [{name: no-email, pattern: "[\\w.]+@[\\w.]+", must: not_match}], max_chars: 2000}
 """
 
 from __future__ import annotations
@@ -102,6 +103,34 @@ class Prices(_Strict):
         return (fresh * self.input_per_1k + cached_tokens * cached_price + output_tokens * self.output_per_1k) / 1000
 
 
+class Rule(_Strict):
+    """A guard-rail on answers: ``pattern`` (a Python regular expression) must or must not match."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    pattern: str = Field(min_length=1)
+    must: Literal["match", "not_match"] = "not_match"
+    ignore_case: bool = True
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, p: str) -> str:
+        import re
+
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        return p
+
+
+class Guardrails(_Strict):
+    """What the deterministic checks hold every answer of this version to (``tether.graders.checks``)."""
+
+    rules: list[Rule] = Field(default_factory=list)
+    min_chars: int | None = Field(default=None, ge=0)
+    max_chars: int | None = Field(default=None, ge=1)
+
+
 class LLMSpec(_Strict):
     backend: Backend = Field(default_factory=Backend)
     prompt: Prompt = Field(default_factory=Prompt)
@@ -109,6 +138,7 @@ class LLMSpec(_Strict):
     cache: Cache = Field(default_factory=Cache)
     context: Context = Field(default_factory=Context)
     prices: Prices = Field(default_factory=Prices)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
 
     @field_validator("prompt")
     @classmethod
@@ -119,7 +149,10 @@ class LLMSpec(_Strict):
         return p
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        out = self.model_dump(mode="json")
+        if self.guardrails == Guardrails():  # absent when unused: specs written before guard-rails keep their ids
+            del out["guardrails"]
+        return out
 
     @classmethod
     def parse(cls, value: Any, *, source: str = "the LLM spec") -> LLMSpec:

@@ -308,6 +308,8 @@ IMMUTABLE_TABLES = (
     "anomalies",
     "anomaly_resolutions",
     "gate_policies",
+    "grader_versions",
+    "grader_scores",
 )
 
 llm_ledger = Table(
@@ -342,4 +344,44 @@ llm_budgets = Table(
     Column("cost_per_month", Float),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("updated_by", String(200), nullable=False),
+)
+
+
+grader_versions = Table(
+    "grader_versions",
+    metadata,
+    Column("id", DIGEST, primary_key=True),
+    Column("name", String(200), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("code_digest", DIGEST, nullable=False),
+    Column("weights_digest", DIGEST),
+    Column("data_digest", DIGEST),
+    Column("report", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    UniqueConstraint("name", "number", name="uq_grader_versions_name_number"),
+)
+
+grader_scores = Table(
+    "grader_scores",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trace_id", String(64), nullable=False, index=True),
+    Column("grader_id", DIGEST, ForeignKey("grader_versions.id"), nullable=False, index=True),
+    Column("metric", String(120), nullable=False),
+    Column("value", Float),
+    Column("error", Text),
+    Column("origin", String(80), nullable=False),  # live | anchor:<run> | gate:<report>
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("model_name", String(200), nullable=False, index=True),
+    Column("version_id", DIGEST, nullable=False),
+    Column("tenant", String(200), nullable=False),
+    Column("arm", String(20), nullable=False),
+    Column("cache", String(20), nullable=False),
+    Column("stratum", String(300), nullable=False),
+    Column("inclusion", Float, nullable=False),  # the probability this interaction was sampled
+    Column("detail", JSON, nullable=False),
+    UniqueConstraint("trace_id", "grader_id", "metric", "origin", name="uq_grader_scores_once"),
 )

