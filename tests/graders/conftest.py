@@ -1,74 +1,11 @@
-"""A scripted OpenAI-compatible judge: a real HTTP server on 127.0.0.1 whose answers a test chooses."""
+from collections.abc import Iterator
 
-from __future__ import annotations
-
-import asyncio
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import orjson
 import pytest
-from aiohttp import web
 
-
-class ScriptedJudge:
-    """Answers /v1/chat/completions with ``script(request_body, n)`` (a content string, or an int HTTP status)."""
-
-    def __init__(self) -> None:
-        self.script: Callable[[dict[str, Any], int], str | int] = lambda body, n: '{"score": 5, "reason": "ok"}'
-        self.requests: list[dict[str, Any]] = []
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-
-    async def _chat(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.requests.append(body)
-        out = self.script(body, len(self.requests))
-        if isinstance(out, int):
-            return web.json_response({"error": {"message": "scripted failure"}}, status=out)
-        answer = {
-            "id": "x",
-            "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": out}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
-        }
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
-
-    def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app)
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            assert self._runner is not None
-            self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            self._loop.run_until_complete(site.start())
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.url = f"http://127.0.0.1:{port}/v1"
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        assert ready.wait(10), "the scripted judge did not start"
-
-    def stop(self) -> None:
-        assert self._runner is not None
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+from tests.openai_stub import ScriptedOpenAI, scripted_openai
 
 
 @pytest.fixture
-def judge_server() -> Iterator[ScriptedJudge]:
-    s = ScriptedJudge()
-    s.start()
-    try:
+def judge_server() -> Iterator[ScriptedOpenAI]:
+    with scripted_openai() as s:
         yield s
-    finally:
-        s.stop()

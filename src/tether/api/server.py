@@ -28,6 +28,7 @@ from tether.core.settings import Settings
 from tether.llm.gateway import LLMGateway
 from tether.monitor.config import MonitorConfig
 from tether.monitor.live import LiveProfiler
+from tether.monitor.llm_config import LLMEvalConfig
 from tether.monitor.notify import post_json
 from tether.monitor.watch import Anomaly, Watch
 from tether.registry import Registry
@@ -38,6 +39,7 @@ from tether.serving.gateway import Gateway
 from tether.serving.runtime import CompositeRuntime, LocalRuntime, UrlRuntime
 from tether.serving.window import MetricStore
 
+DEFAULT_LLM_EVALS = LLMEvalConfig()
 log = logging.getLogger("tether.serve")
 
 
@@ -85,7 +87,7 @@ class Server:
             audit=self.audit,
         )
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
-        self.llm = LLMGateway(self.gateway)
+        self.llm = LLMGateway(self.gateway, evals=self._llm_evals)
         self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
         self.gateway.app.router.add_get("/v1/models/{name}/gate-policy", self.gate_policy)
         self.gateway.app.router.add_put("/v1/models/{name}/gate-policy", self.set_gate_policy)
@@ -128,6 +130,7 @@ class Server:
             asyncio.create_task(self.profiler.run()),
             asyncio.create_task(self._monitor_loop()),
             asyncio.create_task(self.llm.run()),
+            asyncio.create_task(self.llm.grading.run()),
         ]
         if self.audit is not None:
             # Kept apart: they must outlive the requests in flight at shutdown, which await their records.
@@ -206,6 +209,11 @@ class Server:
                     self.act(model, new)
             except Exception:
                 log.exception("drift check failed")
+
+    def _llm_evals(self, model: str) -> LLMEvalConfig:
+        """The LLM evaluation settings of a model as the monitor loop last read them (on the event loop: no I/O)."""
+        config = self.monitor_configs.get(model)
+        return config.llm if config is not None else DEFAULT_LLM_EVALS
 
     def monitor_tick(self) -> dict[str, list[Anomaly]]:
         """Re-read the monitor settings of the deployed models and check those whose interval has passed."""

@@ -1,11 +1,16 @@
-"""Decisions onto the trail: registered versions, gate policies, alias moves, gate verdicts, rollout decisions
-and drift anomalies.
+"""Decisions onto the trail: registered versions, gate policies, alias moves, gate verdicts, rollout decisions,
+drift anomalies and grader scores.
 
 Those are written first to their own insert-only tables by the registry, the gate, the controller and the
 drift watch (layers below the audit log, which must not depend on it). `sync` copies every row not yet on the
 trail into it, in each table's order, as a record whose trace id names its source row (``alias_events:17``),
 so copying again never duplicates: what is on the trail is read back from the sealed segments, and what was
 appended since the last seal is remembered. `tether serve` syncs before every seal; `tether audit seal` too.
+
+Grader scores (``grader_scores``, one row per metric) become one ``score`` record per interaction, grader
+version and origin (the rows of one grading pass are written in one transaction), with trace id
+``score:<interaction trace>:<grader>:<origin>``; they are read from a cursor (ids past the last one copied,
+less a margin for rows committed out of id order), not re-read whole at every seal.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from tether.store.tables import (
     anomalies,
     gate_policies,
     gate_reports,
+    grader_scores,
     model_versions,
     rollout_events,
     rollouts,
@@ -45,6 +51,9 @@ class Bridge:
             "SELECT trace_id FROM records WHERE kind IN (" + ", ".join(f"'{k}'" for k, *_ in SOURCES) + ")"
         )
         self.done: set[str] = {r[0] for r in rows}
+        _, rows = log.query("SELECT trace_id FROM records WHERE kind = 'score'")
+        self.done.update(r[0] for r in rows)
+        self._score_cursor = 0
         self._triads: dict[str, tuple[str, str, str]] = {}
 
     def sync(self) -> int:
@@ -94,6 +103,51 @@ class Bridge:
                         input_digest=digest_of(payload),
                         payload=payload,
                     )
+            yield from self._scores(conn)
+
+    def _scores(self, conn: Any) -> Iterator[AuditRecord]:
+        c = grader_scores.c
+        q = select(grader_scores).where(c.id > self._score_cursor - SCORE_MARGIN).order_by(c.id)
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for row in conn.execute(q).mappings():
+            self._score_cursor = max(self._score_cursor, row["id"])
+            key = f"score:{row['trace_id']}:{row['grader_id'][:16]}:{row['origin']}"
+            if key not in self.done:
+                groups.setdefault(key, []).append(dict(row))
+        for key, rows in groups.items():
+            first = rows[0]
+            payload = {
+                "interaction": first["trace_id"],
+                "grader_id": first["grader_id"],
+                "origin": first["origin"],
+                "arm": first["arm"],
+                "tenant": first["tenant"],
+                "cache": first["cache"],
+                "stratum": first["stratum"],
+                "inclusion": first["inclusion"],
+                "rows": [r["id"] for r in rows],
+                "scores": {
+                    r["metric"]: {"value": r["value"], "error": r["error"], "detail": r["detail"]} for r in rows
+                },
+            }
+            code, data, weights = self._triad(first["version_id"])
+            yield AuditRecord(
+                kind="score",
+                trace_id=key,
+                at=first["at"],
+                model=first["model_name"],
+                version_id=first["version_id"],
+                code_digest=code,
+                data_digest=data,
+                weights_digest=weights,
+                input_digest=digest_of(payload),
+                payload=payload,
+            )
+
+
+#: Score rows re-read behind the cursor at each sync: rows committed out of id order (concurrent writers) are
+#: still copied; the done set keeps every one from being copied twice.
+SCORE_MARGIN = 10_000
 
 
 def _plain(v: Any) -> Any:

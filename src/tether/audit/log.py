@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 #: Re-exported: where records are built, their digests and payload policy are needed too.
 __all__ = ["AuditLog", "AuditRecord", "apply_policy", "canonical", "digest_of", "load_secret"]
 
-KINDS = ("prediction", "llm", "version", "policy", "alias", "gate", "rollout", "anomaly", "cache")
+KINDS = ("prediction", "llm", "version", "policy", "alias", "gate", "rollout", "anomaly", "cache", "score")
 FIELDS = (
     "kind",
     "trace_id",

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,14 @@ from tether.llm.call import (
 )
 from tether.llm.call import answer_headers as _headers
 from tether.llm.dispatch import Dispatcher, ReplicaPicker
+from tether.llm.grading import GradingLoop
 from tether.llm.intake import Intake
 from tether.llm.ledger import Budgets, LedgerWriter, read_limits, seed_from_ledger
 from tether.llm.lookup import CacheStage
 from tether.llm.record import Recorder
+from tether.llm.sampler import Sampler
 from tether.llm.spec import LLMSpec
+from tether.monitor.llm_config import LLMEvalConfig
 from tether.serving.auth import ApiKey
 from tether.serving.gateway import Gateway
 
@@ -56,10 +60,17 @@ log = logging.getLogger("tether.llm")
 
 TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "chat_template", "config")
 __all__ = ["LLMGateway", "ReplicaPicker"]
+DEFAULT_EVALS = LLMEvalConfig()
 
 
 class LLMGateway:
-    def __init__(self, gateway: Gateway, *, ledger_flush_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        ledger_flush_seconds: float = 0.5,
+        evals: Callable[[str], LLMEvalConfig] | None = None,
+    ) -> None:
         self.gw = gateway
         self.registry = gateway.registry
         self.db = gateway.registry.store.db
@@ -78,6 +89,9 @@ class LLMGateway:
         self.caches = CacheStage(self.dispatch, self._spawn)
         self.intake = Intake(gateway, self.budgets, self.load, self.embedder, lambda: self.llm_models)
         self.recorder = Recorder(gateway, self.budgets, self.ledger)
+        config_for = evals or (lambda model: DEFAULT_EVALS)
+        self.sampler = Sampler(config_for)
+        self.grading = GradingLoop(self.registry.store, self.sampler, config_for, gateway.clock, embedder=self.embedder)
         app = gateway.app
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.chat, expect_handler=gateway.expect)
@@ -148,6 +162,7 @@ class LLMGateway:
 
     def start(self) -> None:
         seed_from_ledger(self.db, self.budgets, self.gw.clock.now())
+        self.grading.start()
         self.refresh()
 
     def version(self, version_id: str) -> VersionInfo:
@@ -192,6 +207,7 @@ class LLMGateway:
             t.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await asyncio.to_thread(self.ledger.flush)
+        await self.grading.close()  # the check rows not yet written
         shutil.rmtree(self._scratch, ignore_errors=True)  # the tokenizer files fetched for local versions
 
     # -- routes ---------------------------------------------------------------------------------------------
@@ -232,6 +248,7 @@ class LLMGateway:
             "prefix_routing": {"affine": self.picker.affine, "fallback": self.picker.fallback},
             "budgets": {s: self.budgets.usage(s, now) for s in sorted(self.budgets.limits)},
             "ledger_rows_written": self.ledger.written,
+            "grading": self.grading.stats(),
         }
         return web.json_response(body)
 
@@ -310,7 +327,8 @@ class LLMGateway:
         self.recorder.settle(reservation, info, outcome, sent)
         if outcome.status == "ok":
             self.caches.remember(call, look, outcome)
-        self.recorder.measure(call, outcome)
+        it, checks = self.sampler.check(call, outcome)
+        self.recorder.measure(call, outcome, schema_violation=Sampler.schema_violation(checks))
         row = self.recorder.book(call, outcome)
         try:
             await self.recorder.audit(call, outcome, row)
@@ -320,6 +338,7 @@ class LLMGateway:
             await write_quietly(resp, b"data: " + orjson.dumps(error) + b"\n\n")
             await close_quietly(resp)
             return resp
+        self.sampler.offer(it, checks, call.now)
         if outcome.status == "ok":
             usage = protocol.usage_of(outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens)
             tail = {"tether": self.recorder.meta(call, outcome, row)}
@@ -343,12 +362,14 @@ class LLMGateway:
         """Answer a cache hit or a plain backend answer, once its record is on the audit trail."""
         req = call.req
         row = self.recorder.book(call, outcome, saved)
-        self.recorder.measure(call, outcome)
+        it, checks = self.sampler.check(call, outcome)
+        self.recorder.measure(call, outcome, schema_violation=Sampler.schema_violation(checks))
         try:
             await self.recorder.audit(call, outcome, row)
         except Exception as e:
             self.gw.rejected[(req.model, "audit_unavailable")] += 1
             return error_response(503, f"the audit log could not record this interaction: {e}", trace=call.trace)
+        self.sampler.offer(it, checks, call.now)
         meta = self.recorder.meta(call, outcome, row)
         billed = outcome.cache == "none"
         usage = protocol.usage_of(

@@ -58,6 +58,14 @@ class ChatRequest:
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    #: OpenAI's ``metadata`` (string values). tether reads ``context`` (documents the answer should stay within)
+    #: and ``reference`` (a reference answer) for the graders' grounding score.
+    metadata: dict[str, str] | None = None
+
+
+#: OpenAI allows 16 metadata keys; tether allows longer values than its 512 characters (retrieved context).
+MAX_METADATA_KEYS = 16
+MAX_METADATA_VALUE = 32_768
 
 
 def text_of(content: Any) -> str:
@@ -150,6 +158,19 @@ def parse_chat(body: Any) -> ChatRequest:
         req.response_format = rf
     user = body.get("user")
     req.user = user if isinstance(user, str) else None
+    meta = body.get("metadata")
+    if meta is not None:
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise RequestError("'metadata' must be an object of string keys and string values", "metadata")
+        if len(meta) > MAX_METADATA_KEYS:
+            raise RequestError(f"'metadata' has {len(meta)} keys; at most {MAX_METADATA_KEYS}", "metadata")
+        for k, v in meta.items():
+            if len(k) > 64 or len(v) > MAX_METADATA_VALUE:
+                raise RequestError(
+                    f"metadata[{k[:64]!r}] is too long (keys up to 64 characters, values up to {MAX_METADATA_VALUE})",
+                    "metadata",
+                )
+        req.metadata = meta
     return req
 
 

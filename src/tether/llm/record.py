@@ -57,7 +57,7 @@ class Recorder:
         self.ledger.add(row)
         return row
 
-    def measure(self, call: Call, outcome: Outcome) -> None:
+    def measure(self, call: Call, outcome: Outcome, *, schema_violation: bool = False) -> None:
         """The per-version window the rollout controller and `tether rollout status` read. A request the model
         refused as invalid is the client's error: counted as a rejection, never in the version's window."""
         if outcome.error in NOT_THE_VERSIONS:
@@ -72,6 +72,7 @@ class Recorder:
             service=outcome.service,
             records=1,
             error=outcome.error,
+            schema_violation=schema_violation,
         )
 
     def meta(self, call: Call, outcome: Outcome, row: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +99,8 @@ class Recorder:
             "response_format": call.response_format,
             "decoding": call.decoding,
         }
+        if call.req.metadata:  # the context and reference the graders read: on the trail, so scores can be rebuilt
+            request["metadata"] = call.req.metadata
         output = {"text": outcome.text, "tool_calls": outcome.tool_calls, "finish_reason": outcome.finish_reason}
         payload = {
             "input": request,

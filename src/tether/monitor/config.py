@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tether.monitor.llm_config import LLMEvalConfig
+
 SECONDS_PER_30_DAYS = 30 * 86_400
 
 
@@ -70,6 +72,8 @@ class MonitorConfig(_Strict):
     #: An anomaly whose effect is at least this many times its minimum shift is high priority.
     high_priority_factor: float = Field(default=2.0, ge=1)
     actions: Actions = Actions()
+    #: The LLM evaluation loop (graders, sampling, decay, prompt drift): ``tether.monitor.llm_config``.
+    llm: LLMEvalConfig = LLMEvalConfig()
 
     @model_validator(mode="after")
     def _window_holds_slices(self) -> MonitorConfig:

@@ -40,6 +40,7 @@ from tether.monitor.detectors import (
     missing_test,
     psi,
 )
+from tether.monitor.llm_config import check_graders
 from tether.monitor.profile import CategoricalProfile, DatasetProfile, NumericProfile
 from tether.registry import Registry
 from tether.store.tables import anomalies, anomaly_resolutions, live_profiles, monitor_configs
@@ -200,6 +201,7 @@ class Watch:
             shadow = self.registry.get(config.actions.shadow.version)
             if shadow.name != model:
                 raise InvalidInputError(f"the diagnostic version {shadow.ref} belongs to {shadow.name}, not {model}")
+        check_graders(self.registry, config.llm)
         row = {
             "config": config.model_dump(mode="json"),
             "updated_at": self.clock.now(),

@@ -1,0 +1,143 @@
+"""The LLM evaluation loop through the real gateway: checks on every interaction, the embedded grader on a
+sample, scores on the store and on the audit trail, bound to each interaction's trace id.
+
+Real parts: `tether serve` on 127.0.0.1, an application model behind a real OpenAI-compatible HTTP server (its
+answers scripted), the MiniLM grader, the audit log on disk, SQLite.
+"""
+
+import asyncio
+import json
+import itertools
+from datetime import timedelta
+
+import openai
+import pytest
+
+from tests.llm.conftest import register_llm
+from tests.openai_stub import scripted_openai
+from tether.api.server import Server
+from tether.audit.log import AuditLog
+from tether.graders.scores import read
+from tether.monitor.config import MonitorConfig
+from tether.monitor.watch import Watch
+from tether.registry import Registry
+from tether.rollout.controller import Controller
+from tether.serving.window import MetricStore
+
+pytestmark = pytest.mark.slow
+
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "reply",
+        "schema": {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}, "ticket": {"type": "integer"}},
+            "required": ["answer", "ticket"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def spec_for(url: str, model: str) -> dict:
+    return {
+        "backend": {"kind": "openai", "endpoints": [url], "model": model},
+        "prompt": {"version": "1", "system": "Answer as JSON.", "response_format": SCHEMA},
+        "decoding": {"temperature": 0, "max_tokens": 64},
+        "cache": {"exact": False, "semantic": False},
+        "guardrails": {"rules": [{"name": "no-email", "pattern": r"[\w.]+@[\w.]+", "must": "not_match"}]},
+    }
+
+
+async def until(predicate, *, timeout: float = 60.0, what: str = "the condition"):
+    """Bounded polling: the condition, checked every 50 ms, for at most ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_every_interaction_is_checked_a_sample_is_graded_and_scores_reach_the_trail(settings, llm_code, tmp_path):
+    bad_answers = itertools.cycle(
+        ['{"answer": "oops"}', "Sure! Here you go", '{"answer": "bob@example.com", "ticket": 1}']
+    )
+
+    def app(body, n):
+        if body["model"] == "smoke" or "broken" not in body["messages"][-1]["content"]:
+            return json.dumps({"answer": "Your ticket is open.", "ticket": n})
+        return next(bad_answers)
+
+    with scripted_openai() as backend:
+        backend.script = app
+        spec = spec_for(backend.url, "app")
+        spec_file = tmp_path / "app.yaml"
+        spec_file.write_text(json.dumps(spec))
+        with Registry.open(settings) as reg:
+            mv = register_llm(reg, "helpdesk", llm_code, spec_file, spec)
+            Controller(reg, MetricStore()).deploy("helpdesk", mv.ref, reason="first", force=True)
+            cfg = MonitorConfig.model_validate({"llm": {"sampling": {"rate": 0.5}}})
+            Watch(reg).set_config("helpdesk", cfg)
+
+        async def body(server):
+            await until(lambda: "helpdesk" in server.monitor_configs, what="the monitor settings to be read")
+            c = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=30)
+            traces = []
+            for i in range(40):
+                text = f"question {i}" + (" broken" if i % 4 == 0 else "")
+                raw = await c.chat.completions.with_raw_response.create(
+                    model="helpdesk",
+                    messages=[{"role": "user", "content": text}],
+                    metadata={"context": "Tickets are opened for every question."},
+                )
+                traces.append(raw.headers["X-Tether-Trace"])
+            db = server.registry.store.db
+            rows = await until(
+                lambda: (
+                    (r := read(db, "helpdesk"))
+                    and len({x["trace_id"] for x in r if x["metric"] == "complete"}) == 40
+                    and r
+                ),
+                what="check rows for all 40 interactions",
+            )
+            # The window the rollout controller reads counts schema violations on every interaction.
+            tally = server.metrics.tally("helpdesk", mv.id, "champion", server.clock.now() - timedelta(hours=1))
+            return rows, traces, tally, server.llm.grading.stats()
+
+        rows, traces, tally, stats = asyncio.run(_run(settings, body))
+    schema = {r["trace_id"]: r["value"] for r in rows if r["metric"] == "schema_valid"}
+    broken = {t for i, t in enumerate(traces) if i % 4 == 0}
+    assert set(schema) == set(traces)
+    assert all(schema[t] == 1.0 for t in set(traces) - broken)
+    email = {r["trace_id"] for r in rows if r["metric"] == "rule:no-email" and r["value"] == 0.0}
+    bad = {t for t, v in schema.items() if v == 0.0}
+    assert len(email) == 3 and email <= broken  # 10 broken answers: 7 break the schema, 3 break the guard-rail
+    assert len(bad) == 7 and bad <= broken and not bad & email
+    assert tally.schema_violations == len(bad) and tally.requests == 40
+    assert all(r["inclusion"] == 1.0 for r in rows if r["metric"] == "schema_valid")
+    graded = {r["trace_id"] for r in rows if r["metric"] == "relevance"}
+    assert 8 <= len(graded) <= 32  # sampled at 0.5
+    assert all(r["inclusion"] == 0.5 for r in rows if r["metric"] == "relevance")
+    grounding = [r for r in rows if r["metric"] == "grounding"]
+    assert grounding and all(r["value"] is not None for r in grounding)  # the request's metadata context
+    assert stats["errors"] == 0 and stats["graded"] == len(graded)
+    # On the trail after the server sealed at shutdown: one score record per interaction and grader.
+    _, recs = AuditLog(settings).query("SELECT trace_id, payload FROM records WHERE kind = 'score'")
+    bound = {json.loads(p)["interaction"] for _, p in recs}
+    assert bound == set(traces)
+    assert len(recs) == 40 + len(graded)
+
+
+async def _run(settings, body):
+    server = Server(settings, port=0, tick_seconds=0.3, auth=False)
+    await server.start()
+    try:
+        await server.wait_ready()
+        return await body(server)
+    finally:
+        await server.stop()
