@@ -6,8 +6,8 @@ answers scripted), the MiniLM grader, the audit log on disk, SQLite.
 """
 
 import asyncio
-import json
 import itertools
+import json
 from datetime import timedelta
 
 import openai
