@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from tether.rollout.plan import Plan
-from tether.rollout.sequential import Decision, bound_rate, compare_rates
+from tether.monitor.sequential import Decision, bound_rate, compare_rates
 
 PLAN = Plan()
 ALPHA = PLAN.alpha / (PLAN.guardrails.tests() * len(PLAN.steps))

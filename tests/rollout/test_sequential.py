@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.stats import binomtest
 
-from tether.rollout.sequential import Decision, compare_rates, confidence_sequence
+from tether.monitor.sequential import Decision, compare_rates, confidence_sequence
 
 ALPHA = 0.05
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tether.api.llm_evals import LLMEvals
 from tether.audit.bridge import Bridge
 from tether.audit.log import AuditLog
 from tether.audit.sink import AuditSink
@@ -88,6 +89,7 @@ class Server:
         )
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
         self.llm = LLMGateway(self.gateway, evals=self._llm_evals)
+        self.llm_evals = LLMEvals(self)
         self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
         self.gateway.app.router.add_get("/v1/models/{name}/gate-policy", self.gate_policy)
         self.gateway.app.router.add_put("/v1/models/{name}/gate-policy", self.set_gate_policy)
@@ -131,6 +133,7 @@ class Server:
             asyncio.create_task(self._monitor_loop()),
             asyncio.create_task(self.llm.run()),
             asyncio.create_task(self.llm.grading.run()),
+            asyncio.create_task(self.llm_evals.loop()),
         ]
         if self.audit is not None:
             # Kept apart: they must outlive the requests in flight at shutdown, which await their records.

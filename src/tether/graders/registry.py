@@ -35,6 +35,14 @@ CODE: dict[str, tuple[str, ...]] = {
     "judge": ("interaction.py", "judge.py", "checks.py"),
 }
 USES_EMBEDDINGS = frozenset({"embedded", "head"})
+#: The graders every model gets when its settings name none: registered on first use, and again (a new
+#: version) when a tether release changes their code.
+DEFAULT_CHECKS = "tether-checks"
+DEFAULT_EMBEDDED = "tether-minilm"
+BUILT_IN: dict[str, dict[str, Any]] = {
+    DEFAULT_CHECKS: {"name": DEFAULT_CHECKS, "kind": "checks"},
+    DEFAULT_EMBEDDED: {"name": DEFAULT_EMBEDDED, "kind": "embedded"},
+}
 
 
 def code_digest(kind: str) -> str:
@@ -241,3 +249,22 @@ class Graders:
             embedder = shared()
         fitted = fit(embedder, items, labels, c=float(spec.settings()["c"]))
         return self.register(spec, actor=actor, weights=fitted.weights, data=fitted.data, report=fitted.report)
+
+
+def built_in(graders: Graders, name: str, *, actor: str = "tether") -> GraderVersion:
+    """The newest version of a built-in grader for this release's code, registered when missing."""
+    from tether.core.errors import TetherError
+
+    try:
+        gv = graders.get(name)
+        if gv.code_digest == code_digest(gv.kind):
+            return gv
+    except TetherError:
+        pass
+    gv, _ = graders.register(GraderSpec.parse(BUILT_IN[name]), actor=actor)
+    return gv
+
+
+def resolve(graders: Graders, ref: str) -> GraderVersion:
+    """A grader ref as settings name it: a built-in by name (for this release's code), else any ref."""
+    return built_in(graders, ref) if ref in BUILT_IN else graders.get(ref)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from tether.graders.interaction import Interaction, Score
 from tether.store.database import Database
-from tether.store.tables import grader_scores
+from tether.store.tables import grader_scores, prompt_samples
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,14 @@ class Graded:
         ]
 
 
-def write(db: Database, rows: list[dict[str, Any]]) -> int:
+def write(db: Database, rows: list[dict[str, Any]], table: Any = grader_scores) -> int:
     """Insert rows; a row already there (the same interaction, grader, metric and origin) is skipped, so a pass
     retried after a crash never counts twice. Returns the rows inserted."""
     if not rows:
         return 0
     try:
         with db.begin() as conn:
-            conn.execute(insert(grader_scores), rows)
+            conn.execute(insert(table), rows)
         return len(rows)
     except SAIntegrityError:
         pass
@@ -71,7 +71,7 @@ def write(db: Database, rows: list[dict[str, Any]]) -> int:
     for row in rows:  # a duplicate in the batch: one at a time, the duplicates left out
         try:
             with db.begin() as conn:
-                conn.execute(insert(grader_scores).values(**row))
+                conn.execute(insert(table).values(**row))
             n += 1
         except SAIntegrityError:
             continue
@@ -111,3 +111,45 @@ def read(
         q = q.limit(limit)
     with db.connect() as conn:
         return [dict(r) for r in conn.execute(q).mappings()]
+
+
+#: Prompts longer than this are kept by their first characters (the embedding reads 256 tokens at most).
+PROMPT_CHARS = 4000
+
+
+def prompt_row(it: Interaction, at: datetime, inclusion: float) -> dict[str, Any]:
+    return {
+        "trace_id": it.trace_id,
+        "model_name": it.model,
+        "version_id": it.version_id,
+        "tenant": it.tenant,
+        "at": at,
+        "prompt": it.prompt[:PROMPT_CHARS],
+        "inclusion": inclusion,
+    }
+
+
+def write_prompts(db: Database, rows: list[dict[str, Any]]) -> int:
+    """The sampled prompts the prompt-drift test reads (insert-only, once per interaction)."""
+    return write(db, rows, prompt_samples)
+
+
+def read_prompts(
+    db: Database,
+    model: str,
+    since: datetime,
+    until: datetime,
+    *,
+    tenant: str | None = None,
+    limit: int = 2000,
+    oldest: bool = False,
+) -> list[dict[str, Any]]:
+    """Sampled prompts in [since, until), oldest first: the newest ``limit`` of them (the oldest with ``oldest``)."""
+    c = prompt_samples.c
+    q = select(prompt_samples).where(c.model_name == model, c.at >= since, c.at < until)
+    if tenant is not None:
+        q = q.where(c.tenant == tenant)
+    q = q.order_by(c.id if oldest else c.id.desc()).limit(limit)
+    with db.connect() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    return rows if oldest else rows[::-1]

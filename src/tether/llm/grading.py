@@ -29,34 +29,17 @@ import aiohttp
 from tether.core.clock import Clock
 from tether.core.errors import TetherError
 from tether.graders.interaction import Score
-from tether.graders.registry import Graders, GraderVersion, code_digest
-from tether.graders.scores import Graded, write
-from tether.graders.spec import GraderSpec
+from tether.graders.registry import BUILT_IN, Graders, GraderVersion, built_in
+from tether.graders.scores import Graded, prompt_row, write, write_prompts
 from tether.llm.sampler import Sample, Sampler
-from tether.monitor.llm_config import DEFAULT_CHECKS, DEFAULT_EMBEDDED, LLMEvalConfig
+from tether.monitor.llm_config import DEFAULT_CHECKS, LLMEvalConfig
 from tether.store.store import Store
 
 log = logging.getLogger("tether.llm.grading")
 
-BUILT_IN = {
-    DEFAULT_CHECKS: {"name": DEFAULT_CHECKS, "kind": "checks"},
-    DEFAULT_EMBEDDED: {"name": DEFAULT_EMBEDDED, "kind": "embedded"},
-}
 BATCH = 32
 #: Spending may run this share of the day's budget ahead of an even pace (bursts at the start of a day).
 BURST = 0.05
-
-
-def built_in(graders: Graders, name: str, *, actor: str = "tether") -> GraderVersion:
-    """The newest version of a built-in grader for this release's code, registered when missing."""
-    try:
-        gv = graders.get(name)
-        if gv.code_digest == code_digest(gv.kind):
-            return gv
-    except TetherError:
-        pass
-    gv, _ = graders.register(GraderSpec.parse(BUILT_IN[name]), actor=actor)
-    return gv
 
 
 class GradingLoop:
@@ -120,6 +103,9 @@ class GradingLoop:
             rows.extend(await self._grade(model, samples))
         if rows:
             self.counts["rows"] += await asyncio.to_thread(write, self.store.db, rows)
+        prompts = [prompt_row(s.interaction, s.at, s.inclusion) for s in batch if s.interaction.prompt]
+        if prompts:
+            self.counts["prompts"] += await asyncio.to_thread(write_prompts, self.store.db, prompts)
         for model in by_model:
             self.sampler.budget_left[model] = self._pace(model)
         return len(batch)

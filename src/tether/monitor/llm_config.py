@@ -8,7 +8,7 @@ It is the ``llm`` section of the model's monitor settings (``tether monitor set 
       sampling: {rate: 0.05, canary_factor: 5, semantic_hit_factor: 5}
       budget: {judge_tokens_per_day: 200000, grader_seconds_per_day: 3600, judge_share: 0.1}
       decay: {metrics: [schema_valid, refused, relevance], min_shift: 0.02, min_samples: 50}
-      prompt_drift: {baseline_prompts: null, window_seconds: 3600, min_prompts: 100, min_shift: 0.02}
+      prompt_drift: {baseline_prompts: null, window_seconds: 3600, min_prompts: 100, min_shift: 0.01}
       anchors: support-anchors          # an anchor set re-scored when a grader version changes, and daily
       actions: {rollout: hold, alias_rollback: false, quarantine_cache: true}
 
@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: The graders every model gets when its settings name none: registered on first use.
-DEFAULT_CHECKS = "tether-checks"
-DEFAULT_EMBEDDED = "tether-minilm"
+from tether.graders.registry import DEFAULT_CHECKS, DEFAULT_EMBEDDED
+
+__all__ = ["DEFAULT_CHECKS", "DEFAULT_EMBEDDED", "LLMEvalConfig", "check_graders"]
 
 
 Stratum = Literal["version", "arm", "tenant", "route", "cache"]
@@ -79,8 +79,10 @@ class PromptDrift(_Strict):
     window_seconds: float = Field(default=3600.0, gt=0)
     #: Prompts needed in the baseline and in the window before the test runs.
     min_prompts: int = Field(default=100, ge=20)
-    #: The smallest squared MMD (RBF kernel on MiniLM embeddings) that matters.
-    min_shift: float = Field(default=0.02, gt=0)
+    #: The smallest squared MMD (Gaussian kernel on MiniLM embeddings) that matters.
+    min_shift: float = Field(default=0.01, gt=0)
+    #: How often the test runs (its level is the budget shared over the checks of 30 days).
+    check_seconds: float = Field(default=300.0, gt=0)
     #: Prompts shown as examples of what moved.
     examples: int = Field(default=5, ge=1, le=50)
     #: Per route or tenant, each tested on its own (besides the model as a whole).

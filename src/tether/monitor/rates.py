@@ -93,6 +93,30 @@ def weighted_rate(values: Any, inclusion: Any | None = None, *, errors: int = 0,
     return Rate(mean, mean - half, mean + half, int(y.size), n_eff, errors, "weighted, t", confidence)
 
 
+def mean_and_variance(values: Any, inclusion: Any | None = None) -> tuple[float, float, int]:
+    """The weighted (Hajek) mean, its variance and the number of scores: what the decay tests compare.
+
+    A 0/1 metric at a rate of exactly 0 or 1 has no spread to estimate; half an event keeps its variance
+    honest (as the rollout's rate tests do)."""
+    y = np.asarray(values, dtype=np.float64)
+    if y.size == 0:
+        return 0.0, math.inf, 0
+    pi = np.ones_like(y) if inclusion is None else np.asarray(inclusion, dtype=np.float64)
+    w = 1.0 / pi
+    total = w.sum()
+    mean = float((w * y).sum() / total)
+    if np.allclose(pi, 1.0):
+        var = float(y.var(ddof=1)) / y.size if y.size > 1 else math.inf
+    else:
+        var = float(((1 - pi) / pi**2 * (y - mean) ** 2).sum() / total**2)
+        n_eff = float(total**2 / (w**2).sum())
+        var = max(var, float(y.var(ddof=1)) / n_eff if y.size > 1 else math.inf)
+    if _binary(y):
+        floor = 0.5 / y.size * (1 - 0.5 / y.size) / y.size
+        var = max(var, floor)
+    return mean, var, int(y.size)
+
+
 def ppi_mean(
     cheap_all: Any,
     cheap_judged: Any,

@@ -24,11 +24,11 @@ from sqlalchemy import Connection, insert, select, update
 from tether.core.clock import Clock, SystemClock
 from tether.core.errors import ConflictError, InvalidInputError, NotFoundError
 from tether.core.types import short
+from tether.monitor.sequential import Comparison, Decision, bound_rate, compare_rates
 from tether.registry import Registry
 from tether.registry import aliases as alias_ops
 from tether.registry import policy as policy_ops
 from tether.rollout.plan import Plan
-from tether.rollout.sequential import Comparison, Decision, bound_rate, compare_rates
 from tether.serving import table as routing_table
 from tether.serving.routing import RoutingTable
 from tether.serving.window import MetricStore, Tally

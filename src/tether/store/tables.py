@@ -310,6 +310,8 @@ IMMUTABLE_TABLES = (
     "gate_policies",
     "grader_versions",
     "grader_scores",
+    "prompt_samples",
+    "anchor_sets",
 )
 
 llm_ledger = Table(
@@ -384,4 +386,28 @@ grader_scores = Table(
     Column("inclusion", Float, nullable=False),  # the probability this interaction was sampled
     Column("detail", JSON, nullable=False),
     UniqueConstraint("trace_id", "grader_id", "metric", "origin", name="uq_grader_scores_once"),
+)
+
+prompt_samples = Table(
+    "prompt_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trace_id", String(64), nullable=False, unique=True),
+    Column("model_name", String(200), nullable=False, index=True),
+    Column("version_id", DIGEST, nullable=False),
+    Column("tenant", String(200), nullable=False),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("prompt", Text, nullable=False),
+    Column("inclusion", Float, nullable=False),
+)
+
+anchor_sets = Table(
+    "anchor_sets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, index=True),
+    Column("digest", DIGEST, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
 )

@@ -1,4 +1,5 @@
-"""Graders: versioned grader components (insert-only) and the scores they give (insert-only).
+"""Graders: versioned grader components, the scores they give, the sampled prompts the prompt-drift test reads,
+and anchor sets (all insert-only).
 
 Revision ID: 0008
 Revises: 0007
@@ -57,7 +58,27 @@ def upgrade() -> None:
         sa.Column("detail", sa.JSON, nullable=False),
         sa.UniqueConstraint("trace_id", "grader_id", "metric", "origin", name="uq_grader_scores_once"),
     )
-    make_insert_only(op.get_bind(), ("grader_versions", "grader_scores"))
+    op.create_table(
+        "prompt_samples",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("trace_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("model_name", sa.String(200), nullable=False, index=True),
+        sa.Column("version_id", D, nullable=False),
+        sa.Column("tenant", sa.String(200), nullable=False),
+        sa.Column("at", UTCDateTime, nullable=False, index=True),
+        sa.Column("prompt", sa.Text, nullable=False),
+        sa.Column("inclusion", sa.Float, nullable=False),
+    )
+    op.create_table(
+        "anchor_sets",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(200), nullable=False, index=True),
+        sa.Column("digest", D, nullable=False),
+        sa.Column("rows", sa.Integer, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
+    )
+    make_insert_only(op.get_bind(), ("grader_versions", "grader_scores", "prompt_samples", "anchor_sets"))
 
 
 def downgrade() -> None:  # pragma: no cover - tether never downgrades a store
