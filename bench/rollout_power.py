@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tether.rollout.plan import Plan
 from tether.monitor.sequential import Decision, bound_rate, compare_rates
+from tether.rollout.plan import Plan
 
 PLAN = Plan()
 ALPHA = PLAN.alpha / (PLAN.guardrails.tests() * len(PLAN.steps))

@@ -7,8 +7,8 @@ answers scripted), the MiniLM grader, the audit log on disk, SQLite.
 
 import asyncio
 import itertools
-import random
 import json
+import random
 from datetime import timedelta
 
 import openai

@@ -58,7 +58,7 @@ def parse(data: bytes) -> list[Interaction]:
         if not line.strip():
             continue
         try:
-            items.append(Interaction.from_json(orjson.loads(line), trace_id=""))
+            items.append(Interaction.from_json(orjson.loads(line)))
         except (orjson.JSONDecodeError, ValueError, TypeError) as e:
             raise InvalidInputError(
                 f"anchor row {n}: {e}", hint='each line: {"prompt": ..., "answer": ..., "context": ...}'

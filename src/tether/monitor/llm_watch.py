@@ -29,16 +29,15 @@ from sqlalchemy import insert, select
 
 from tether.core.clock import Clock, SystemClock
 from tether.core.errors import TetherError
-from tether.graders import anchors as anchors_mod
-from tether.graders.registry import Graders, GraderVersion, resolve
+from tether.graders.registry import Graders
 from tether.graders.scores import read, read_prompts
 from tether.monitor import judge_drift, prompt_drift
 from tether.monitor.decay import DecayTest, compare, epoch_alpha
-from tether.monitor.llm_config import DEFAULT_CHECKS, LLMEvalConfig
+from tether.monitor.llm_config import LLMEvalConfig
 from tether.monitor.rates import Rate, ppi_mean, weighted_rate
 from tether.monitor.watch import Anomaly, Watch, json_safe
 from tether.registry import Registry
-from tether.store.tables import anomalies, anomaly_resolutions, routing
+from tether.store.tables import anomalies, routing
 
 SECONDS_PER_30_DAYS = 30 * 86_400
 EVIDENCE_ROWS = 20
@@ -88,6 +87,7 @@ class LLMWatch:
         self.graders = Graders(registry.store)
         self._embedder = embedder
         self._last_prompt_check: dict[str, float] = {}
+        self.judges = judge_drift.JudgeGovernance(registry.store, self.graders, embedder)
 
     def embedder(self) -> Any:
         if self._embedder is None:
@@ -329,70 +329,15 @@ class LLMWatch:
 
     # -- judge governance -----------------------------------------------------------------------------------
     def anchors(self, model: str, *, now: datetime | None = None) -> list[dict[str, Any]]:
-        """Re-score the model's anchor set with every grader version that has not scored it (a new version) or
-        not for ``anchor_every_seconds``; compare each grader's newest run with its reference run."""
-        cfg = self.config(model)
-        if cfg.anchors is None:
-            return []
-        now = now or self.clock.now()
-        anchor = anchors_mod.get(self.registry.store, cfg.anchors)
-        refs = [DEFAULT_CHECKS, *cfg.graders, *([cfg.judge] if cfg.judge else [])]
-        out: list[dict[str, Any]] = []
-        for ref in refs:
-            gv = self._grader(ref)
-            if gv is None:
-                continue
-            runs = anchors_mod.runs(self.registry.store, anchor, model)
-            mine = [r for r in runs if r[1] == gv.id]
-            if not mine or (now - mine[-1][2]).total_seconds() >= cfg.anchor_every_seconds:
-                grader = self.graders.load(gv, embedder=self._embedder() if self._embedder else None)
-                anchors_mod.run(
-                    self.registry.store, anchor, gv, grader, model=model, stamp=judge_drift.stamp(now), now=now
-                )
-                runs = anchors_mod.runs(self.registry.store, anchor, model)
-            same_name = [r for r in runs if self._name_of(r[1]) == gv.name]
-            if len(same_name) < 2:
-                out.append({"grader": gv.ref, "anchor": anchor.name, "runs": len(same_name), "decision": "no data"})
-                continue
-            reference = self._reference_run(model, gv.name, same_name)
-            for c in judge_drift.paired(
-                self.db,
-                model,
-                reference,
-                same_name[-1][0],
-                min_shift=cfg.decay.min_shift,
-                budget=cfg.false_alarms_per_metric_per_30_days,
-                every_seconds=cfg.anchor_every_seconds,
-            ):
-                out.append({"grader": gv.ref, "grader_name": gv.name, "anchor": anchor.name, **c})
-        return out
-
-    def _grader(self, ref: str) -> GraderVersion | None:
-        try:
-            return resolve(self.graders, ref)
-        except TetherError:
-            return None  # named in the settings but gone: check_graders refuses such settings when they are set
+        """Re-score the anchor set where due and compare each grader with its reference run
+        (``tether.monitor.judge_drift``)."""
+        return self.judges.check(model, self.config(model), now or self.clock.now())
 
     def _name_of(self, grader_id: str) -> str:
-        try:
-            return self.graders.get(grader_id).name
-        except TetherError:
-            return ""
+        return self.judges.name_of(grader_id)
 
     def _reference_run(self, model: str, name: str, runs: list[tuple[str, str, datetime]]) -> str:
-        with self.db.connect() as conn:
-            resolved = conn.execute(
-                select(anomaly_resolutions.c.at)
-                .join(anomalies, anomalies.c.id == anomaly_resolutions.c.anomaly_id)
-                .where(anomalies.c.model_name == model, anomalies.c.feature.startswith(f"judge:{name}:"))
-                .order_by(anomaly_resolutions.c.at.desc())
-                .limit(1)
-            ).scalar()
-        if resolved is not None:
-            after = [r for r in runs if r[2] >= resolved]
-            if after:
-                return after[0][0]
-        return runs[0][0]
+        return self.judges.reference_run(model, name, runs)
 
     # -- anomalies ------------------------------------------------------------------------------------------
     def check(self, model: str, *, now: datetime | None = None) -> list[Anomaly]:
