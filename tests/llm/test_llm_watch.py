@@ -136,7 +136,7 @@ def test_a_changed_judge_is_judge_drift_not_application_drift(served, tmp_path):
         verdict = {"score": 5}
         judge_server.script = lambda body, n: orjson.dumps({**verdict, "reason": "r"}).decode()
         g = Graders(reg.store)
-        judge = g.register(
+        g.register(
             GraderSpec.parse({"name": "quality-judge", "kind": "judge",
                               "config": {"endpoint": judge_server.url, "model": "j", "repeats": 1}})
         )[0]

@@ -1279,6 +1279,7 @@ def demo(
 
 
 from tether.cli import gate as _gate  # noqa: E402,F401  (registers the gate commands on gate_app)
+from tether.cli import llm_evals as _llm_evals  # noqa: E402,F401  (registers the LLM evaluation commands)
 
 
 def main() -> None:

@@ -82,6 +82,8 @@ def read_labelled(data: bytes) -> tuple[list[Interaction], list[int]]:
             continue
         try:
             row = orjson.loads(line)
+            if not isinstance(row, dict) or "label" not in row:
+                raise ValueError("it has no 'label'")
             items.append(Interaction.from_json(row))
             labels.append(int(row["label"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
