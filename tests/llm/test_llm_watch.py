@@ -137,8 +137,13 @@ def test_a_changed_judge_is_judge_drift_not_application_drift(served, tmp_path):
         judge_server.script = lambda body, n: orjson.dumps({**verdict, "reason": "r"}).decode()
         g = Graders(reg.store)
         g.register(
-            GraderSpec.parse({"name": "quality-judge", "kind": "judge",
-                              "config": {"endpoint": judge_server.url, "model": "j", "repeats": 1}})
+            GraderSpec.parse(
+                {
+                    "name": "quality-judge",
+                    "kind": "judge",
+                    "config": {"endpoint": judge_server.url, "model": "j", "repeats": 1},
+                }
+            )
         )[0]
         rows = [{"prompt": f"question {i}", "answer": f"answer {i}"} for i in range(30)]
         anchors.add(reg.store, "support", b"\n".join(orjson.dumps(r) for r in rows), actor="t", now=START)
@@ -154,8 +159,15 @@ def test_a_changed_judge_is_judge_drift_not_application_drift(served, tmp_path):
         assert len(judged) == 1 and judged[0].test == "anchor_paired" and judged[0].statistic == pytest.approx(-0.5)
         assert not [a for a in found if a.feature.startswith("llm:")]  # never reported as the application's
         # A new judge version (another rubric) is run on the anchors at once and compared with the reference.
-        g.register(GraderSpec.parse({"name": "quality-judge", "kind": "judge", "config": {
-            "endpoint": judge_server.url, "model": "j", "repeats": 1, "rubric": "Be strict."}}))
+        g.register(
+            GraderSpec.parse(
+                {
+                    "name": "quality-judge",
+                    "kind": "judge",
+                    "config": {"endpoint": judge_server.url, "model": "j", "repeats": 1, "rubric": "Be strict."},
+                }
+            )
+        )
         clock.advance(60)
         runs = anchors.runs(reg.store, anchors.get(reg.store, "support"), "helpdesk")
         assert len({r[1] for r in runs if "quality" in watch._name_of(r[1])}) == 1  # not yet run

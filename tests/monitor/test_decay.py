@@ -13,8 +13,15 @@ def _epoch(rng, p_base, p_live, n_base, n_live, alpha, looks=30):
     base = (rng.random(n_base) < p_base).astype(float)
     live = (rng.random(n_live) < p_live).astype(float)
     for k in np.linspace(60, n_live, looks).astype(int):
-        t = compare("m", "g", (list(base), [1.0] * n_base), (list(live[:k]), [1.0] * k),
-                    min_shift=0.02, alpha=alpha, min_samples=50)
+        t = compare(
+            "m",
+            "g",
+            (list(base), [1.0] * n_base),
+            (list(live[:k]), [1.0] * k),
+            min_shift=0.02,
+            alpha=alpha,
+            min_samples=50,
+        )
         if t.alarm:
             return True
     return False
@@ -42,11 +49,25 @@ def test_a_continuous_score_drop_is_found_and_weights_are_honoured():
     rng = np.random.default_rng(2)
     base = rng.normal(0.6, 0.1, 400).clip(0, 1)
     live = rng.normal(0.5, 0.1, 400).clip(0, 1)
-    t = compare("relevance", "g", (list(base), [0.1] * 400), (list(live), [0.1] * 400),
-                min_shift=0.02, alpha=1e-4, min_samples=50)
+    t = compare(
+        "relevance",
+        "g",
+        (list(base), [0.1] * 400),
+        (list(live), [0.1] * 400),
+        min_shift=0.02,
+        alpha=1e-4,
+        min_samples=50,
+    )
     assert t.decision == "changed" and t.difference < -0.08
     more = rng.normal(0.6, 0.1, 3000).clip(0, 1)
-    same = compare("relevance", "g", (list(more), [0.1] * 3000), (list(more[::-1]), [0.1] * 3000),
-                   min_shift=0.02, alpha=1e-4, min_samples=50)
+    same = compare(
+        "relevance",
+        "g",
+        (list(more), [0.1] * 3000),
+        (list(more[::-1]), [0.1] * 3000),
+        min_shift=0.02,
+        alpha=1e-4,
+        min_samples=50,
+    )
     assert same.decision == "stable"  # shown within +-min_shift once there is enough evidence
     assert compare("m", "g", ([], []), ([1.0], [1.0]), min_shift=0.02, alpha=0.01, min_samples=50).decision == "no data"

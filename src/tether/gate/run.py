@@ -186,25 +186,10 @@ def run_gate(registry: Registry, spec: GateSpec, candidate: str, *, actor: str |
     digest = policy_digest(pinned(spec, gold_digests))
     in_force = policy is not None and policy.digest == digest
     gold = load_gold(registry, gold_digests)
-    labels = _labels(spec, gold)
-
-    cand_model = registry.load(cand.id)
-    try:
-        cand_out = _predict(cand_model, cand, gold)
-        edge = run_edge_cases(spec.edge_cases, cand_model.predict, gold, seed=spec.bootstrap.seed)
-    finally:
-        cand_model.close()
-    champ_out = None
-    if champ is not None:
-        champ_model = registry.load(champ.id)
-        try:
-            champ_out = _predict(champ_model, champ, gold)
-        finally:
-            champ_model.close()
-
-    cand_o = _outputs(spec, cand_out, cand)
-    champ_o = _outputs(spec, champ_out, champ) if champ is not None and champ_out is not None else None
-    results, notes = evaluate(spec, gold, labels, cand_o, champ_o)
+    if spec.task == "llm":
+        results, notes, curves = _llm(registry, spec, gold, cand, champ)
+    else:
+        results, notes, curves = _tabular(registry, spec, gold, cand, champ)
     trained_on: dict[str, str] = {cand.data.digest: cand.ref, **({champ.data.digest: champ.ref} if champ else {})}
     for d in gold_digests:
         if d in trained_on:
@@ -218,7 +203,6 @@ def run_gate(registry: Registry, spec: GateSpec, candidate: str, *, actor: str |
             f"{spec.model} ({'none is set' if policy is None else 'policy ' + short(policy.digest) + '…'}); "
             "its verdict is kept but cannot move the champion or start a rollout"
         )
-    results += edge
     if champ is None and not any(r.kind == "bound" or (r.kind == "fairness" and r.champion is None) for r in results):
         results.append(
             TestResult(
@@ -229,7 +213,6 @@ def run_gate(registry: Registry, spec: GateSpec, candidate: str, *, actor: str |
             )
         )
     verdict, reasons = decide(results, spec.alpha)
-    curves = _curves(labels, cand_o, champ_o) if spec.task == "binary" else {}
     body: dict[str, Any] = {
         "format": "tether-gate-report-v1",
         "model": spec.model,
@@ -249,6 +232,62 @@ def run_gate(registry: Registry, spec: GateSpec, candidate: str, *, actor: str |
         "created_by": actor or registry.settings.actor,
     }
     return save_report(registry, body)
+
+
+def _tabular(
+    registry: Registry, spec: GateSpec, gold: pd.DataFrame, cand: Any, champ: Any
+) -> tuple[list[TestResult], list[str], dict[str, Any]]:
+    labels = _labels(spec, gold)
+    cand_model = registry.load(cand.id)
+    try:
+        cand_out = _predict(cand_model, cand, gold)
+        edge = run_edge_cases(spec.edge_cases, cand_model.predict, gold, seed=spec.bootstrap.seed)
+    finally:
+        cand_model.close()
+    champ_out = None
+    if champ is not None:
+        champ_model = registry.load(champ.id)
+        try:
+            champ_out = _predict(champ_model, champ, gold)
+        finally:
+            champ_model.close()
+
+    cand_o = _outputs(spec, cand_out, cand)
+    champ_o = _outputs(spec, champ_out, champ) if champ is not None and champ_out is not None else None
+    results, notes = evaluate(spec, gold, labels, cand_o, champ_o)
+    results += edge
+    curves = _curves(labels, cand_o, champ_o) if spec.task == "binary" else {}
+    return results, notes, curves
+
+
+def _llm(
+    registry: Registry, spec: GateSpec, gold: pd.DataFrame, cand: Any, champ: Any
+) -> tuple[list[TestResult], list[str], dict[str, Any]]:
+    """Both versions answer every golden prompt; the graders score the answers (``tether.gate.llm_gate``)."""
+    from tether.gate.llm_gate import answers, evaluate_llm, grade
+
+    if "prompt" not in gold.columns:
+        raise InvalidInputError(
+            "an LLM gate's gold sets need a 'prompt' column", hint=f"the columns are {list(gold.columns)}"
+        )
+    assert spec.llm is not None
+    scored: list[list[dict[str, Any]] | None] = []
+    items: list[Any] = []
+    for mv in (cand, champ):
+        if mv is None:
+            scored.append(None)
+            continue
+        loaded = registry.load(mv.id)
+        try:
+            got = answers(loaded, gold)
+            g = loaded.native.spec.guardrails  # type: ignore[attr-defined]
+            scored.append(grade(registry, spec.llm.graders, got, g.model_dump(mode="json")))
+            items.append(got)
+        finally:
+            loaded.close()
+    assert scored[0] is not None
+    results, notes = evaluate_llm(spec, gold, scored[0], scored[1], items[0])
+    return results, notes, {}
 
 
 def _curves(labels: np.ndarray, cand: Outputs, champ: Outputs | None, points: int = 200) -> dict[str, Any]:

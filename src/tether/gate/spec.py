@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer, model_validator
 
 from tether.core.errors import InvalidInputError
 from tether.core.hashing import digest_json
@@ -121,10 +121,33 @@ class BootstrapSpec(_Strict):
     seed: int = 0
 
 
+class LLMGate(_Strict):
+    """``task: llm``: the graders that score both versions' answers (see ``tether.gate.llm_gate``)."""
+
+    graders: list[str] = Field(default_factory=lambda: ["tether-checks", "tether-minilm"], min_length=1)
+    #: An answer "cites the context" when its grounding score is at least this.
+    cite_min: float = Field(default=0.5, gt=0, le=1)
+
+
+#: Metrics of ``task: llm`` specs: the deterministic checks and the embedded grader's scores (a head's or a
+#: judge's metric is named by its grader's settings and accepted when that grader is listed).
+LLM_METRICS = (
+    "schema_valid",
+    "tool_calls_valid",
+    "refused",
+    "length_ok",
+    "complete",
+    "relevance",
+    "grounding",
+    "non_repetition",
+)
+
+
 class GateSpec(_Strict):
     model: str
-    task: Literal["binary", "multiclass", "regression"]
-    label: str
+    task: Literal["binary", "multiclass", "regression", "llm"]
+    #: The label column (tabular tasks; an LLM gate's golden sets have none).
+    label: str = ""
     gold: list[str] = Field(min_length=1)
     score: str = "probability"
     prediction: str = "prediction"
@@ -141,9 +164,28 @@ class GateSpec(_Strict):
     slices: list[SliceSpec] = Field(default_factory=list)
     fairness: list[FairnessSpec] = Field(default_factory=list)
     edge_cases: EdgeCases = Field(default_factory=EdgeCases)
+    llm: LLMGate | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        out = handler(self)
+        if isinstance(out, dict) and out.get("llm") is None:
+            out.pop("llm", None)  # tabular specs keep the digests they had before LLM gates existed
+        return out
 
     @model_validator(mode="after")
     def _known_metrics(self) -> GateSpec:
+        if self.task == "llm":
+            for m in self.metrics:
+                if m.name not in LLM_METRICS and not m.name.startswith(("rule:", "judge", "judged")):
+                    raise ValueError(f"unknown LLM metric {m.name!r}; known: {', '.join(LLM_METRICS)}")
+            if self.slices or self.fairness:
+                raise ValueError("an LLM gate has no slices or fairness bounds; use edge cases (expect)")
+            if self.llm is None:
+                object.__setattr__(self, "llm", LLMGate())
+            return self
+        if not self.label:
+            raise ValueError(f"a {self.task} spec needs 'label': the gold sets' label column")
         known = BY_TASK[self.task]
         for where, m in [("metrics", m) for m in self.metrics] + [
             (f"slice {s.label}", m) for s in self.slices for m in s.metrics

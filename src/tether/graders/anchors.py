@@ -109,7 +109,7 @@ def run(
     origin = f"anchor:{anchor.tag}:{stamp}"
     rows_in = [dataclasses.replace(it, model=model) for it in items(store, anchor)]
     result = grader.grade(rows_in)
-    if inspect.isawaitable(result):
+    if inspect.iscoroutine(result):
         result = asyncio.run(result)  # a judge: in this worker thread's own loop
     out: list[dict[str, Any]] = []
     for it, scores in zip(rows_in, result, strict=True):
