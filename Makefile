@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck bench bench-drift bench-llm clean
+.PHONY: demo test lint typecheck bench bench-drift bench-llm bench-evals clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench/.venv-drift/.installed: bench/requirements-drift.txt
 
 bench-drift: $(STAMP) bench/.venv-drift/.installed
 	$(BIN)/python bench/drift.py
+
+bench-evals: $(STAMP) bench/.venv-drift/.installed
+	$(BIN)/python bench/llm_evals.py --others-python bench/.venv-drift/bin/python
 
 bench/.venv-llm/.installed: bench/requirements-llm.txt pyproject.toml
 	$(PYTHON) -m venv bench/.venv-llm

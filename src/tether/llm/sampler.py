@@ -81,7 +81,7 @@ class Sampler:
     def check(self, call: Call, outcome: Outcome) -> tuple[Interaction, list[Score]]:
         """The deterministic checks of one interaction (before it is measured: schema results count there)."""
         it = interaction_of(call, outcome)
-        if self.checks is None or outcome.status == "error":
+        if self.checks is None or outcome.status == "error" or not self.config_for(it.model).enabled:
             return it, []
         g = call.info.spec.guardrails
         guardrails = None if not g.rules and g.min_chars is None and g.max_chars is None else g.model_dump(mode="json")
