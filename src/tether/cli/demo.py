@@ -267,7 +267,15 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
         _step("9. The LLM gateway: OpenAI-compatible, cached, trimmed, budgeted, on the trail")
         _llm(reg, settings, root)
 
-        _step("10. The audit trail: every prediction on disk before its answer, under a signed Merkle tree")
+        _step("10. The LLM evaluation loop: graders on live traffic, the LLM gate, rollback, prompt drift")
+        if (root / "assistant" / ".git").exists():
+            from tether.cli.demo_evals import run as run_evals
+
+            run_evals(reg, settings, root, root / "assistant")
+        else:
+            console.print("  skipped: the llm extra is not installed")
+
+        _step("11. The audit trail: every prediction on disk before its answer, under a signed Merkle tree")
         _audit(reg, settings)
 
     _step("Next")
@@ -278,6 +286,7 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
     console.print(f"  tether {h} monitor status fraud")
     console.print(f"  tether {h} audit verify")
     console.print(f"  tether {h} llm ledger; tether {h} llm budget show")
+    console.print(f"  tether {h} llm drift support --html llm.html; tether {h} llm scores support --limit 20")
     console.print(f'  tether {h} audit query "SELECT version_id, count(*) FROM records GROUP BY 1"')
     console.print(f"  tether {h} monitor anomalies fraud --all")
     console.print(f"  tether {h} versions fraud")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 TOPICS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
     "password": (
@@ -108,3 +109,86 @@ def stream(seed: int, weights: dict[str, float] | None = None) -> Iterator[tuple
 def prompts(seed: int, n: int, weights: dict[str, float] | None = None) -> list[str]:
     s = stream(seed, weights)
     return [next(s)[1] for _ in range(n)]
+
+
+class SupportAssistant:
+    """A stand-in for a hosted support model behind an OpenAI-compatible API, for the demo and the bench: a real
+    HTTP server on 127.0.0.1 whose answers are JSON built from the question, and refusals for unsafe requests.
+    Model ``support-v2`` is the same model behind a new wrapper that prefixes a ``broken_share`` of its answers
+    with chatter, which breaks the JSON its callers parse. It is labelled as a simulation wherever it is used.
+    """
+
+    def __init__(self, *, broken_share: float = 0.05, seed: int = 0) -> None:
+        self.broken_share = broken_share
+        self._rng = random.Random(seed)
+        self.url = ""
+        self._runner: Any = None
+
+    async def _chat(self, request: Any) -> Any:
+        import json
+
+        from aiohttp import web
+
+        body = await request.json()
+        question = str(body["messages"][-1].get("content") or "")
+        if any(w in question.lower() for w in ("malware", "weapon", "steal")):
+            text = json.dumps({"answer": "I'm sorry, but I can't help with that.", "ticket": 0})
+        else:
+            text = json.dumps(
+                {"answer": f"Here is how: {question.rstrip('?')}, step by step.", "ticket": len(question)}
+            )
+            if body.get("model") == "support-v2" and self._rng.random() < self.broken_share:
+                text = "Sure! " + text
+        answer = {
+            "id": "chatcmpl-sim",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32},
+        }
+        return web.json_response(answer)
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def start_in_thread(self) -> str:
+        """Serve from a thread of its own (registration's smoke test calls it synchronously)."""
+        import asyncio
+        import threading
+
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self.start())
+            ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="support-assistant", daemon=True)
+        self._loop = loop
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the simulated support assistant did not start")
+        return self.url
+
+    def stop_thread(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

@@ -85,8 +85,6 @@ class PromptDrift(_Strict):
     check_seconds: float = Field(default=300.0, gt=0)
     #: Prompts shown as examples of what moved.
     examples: int = Field(default=5, ge=1, le=50)
-    #: Per route or tenant, each tested on its own (besides the model as a whole).
-    by: list[Literal["tenant", "route"]] = Field(default_factory=list)
 
 
 class LLMActions(_Strict):

@@ -7,7 +7,7 @@ One `check` per model, run by `tether serve`'s monitor loop (or `tether llm drif
 * **canary against champion**: the same test between the two arms' scores of the epoch, during a rollout;
 * **prompt drift** (``tether.monitor.prompt_drift``): the window's sampled prompts against the baseline prompts
   (the champion's registered prompt set when it has a ``prompt`` column, else the model's first
-  ``baseline_seconds`` of sampled prompts), for the model and per tenant where configured;
+  ``baseline_seconds`` of sampled prompts), for the model as a whole;
 * **judge drift**: the anchor set re-scored by every grader version when it first appears and then every
   ``anchor_every_seconds``; paired differences against the reference run. Reported as judge drift (feature
   ``judge:...``), never as the application's: live scores are only ever compared within one grader version.
@@ -278,8 +278,7 @@ class LLMWatch:
                 "baseline": source,
             }
         checks = SECONDS_PER_30_DAYS / pd_cfg.check_seconds
-        streams = 1 + len(pd_cfg.by)
-        alpha = min(0.5, cfg.false_alarms_per_metric_per_30_days * streams / checks) / streams
+        alpha = min(0.5, cfg.false_alarms_per_metric_per_30_days / checks)
         emb = self.embedder()
         texts = [r["prompt"] for r in live]
         result = prompt_drift.two_sample(
