@@ -146,8 +146,8 @@ async def _run(settings, body):
 
 BROKEN_SHARE = 0.05
 #: From bench/llm_evals.py's seeded simulation of the default guard (margin 0.01, the plan's alpha split over
-#: its tests and steps): a canary that breaks JSON in 5% of answers is rolled back within 770 canary requests
-#: in 95% of runs, 1025 at most in 500 runs. The test allows 1500.
+#: its tests and steps): a canary that breaks JSON in 5% of answers is rolled back within 755 canary requests
+#: in 95% of runs, 1160 at most in 500 runs. The test allows 1500.
 CANARY_BOUND = 1500
 
 
