@@ -106,6 +106,24 @@ def test_every_interaction_is_checked_a_sample_is_graded_and_scores_reach_the_tr
                 ),
                 what="check rows for all 40 interactions",
             )
+            # The routes beside the monitor's: status, scores (a bad limit is a 400 that says why), report.
+            import aiohttp
+
+            async with aiohttp.ClientSession() as s:
+                async with s.get(server.url + "/v1/models/helpdesk/llm/scores?limit=5&metric=schema_valid") as r:
+                    got = await r.json()
+                    assert r.status == 200 and len(got["scores"]) == 5
+                async with s.get(server.url + "/v1/models/helpdesk/llm/scores?limit=zero") as r:
+                    assert r.status == 400 and "limit" in (await r.json())["error"]
+                async with s.get(server.url + "/v1/models/nope/llm/status") as r:
+                    assert r.status == 404
+                async with s.get(server.url + "/v1/models/helpdesk/llm/status") as r:
+                    status = await r.json()
+                    assert r.status == 200 and status["champion"] == mv.id and "grading" in status
+                async with s.get(server.url + "/v1/models/helpdesk/llm/report") as r:
+                    assert r.status == 200 and "schema_valid" in await r.text()
+                async with s.get(server.url + "/v1/llm/graders") as r:
+                    assert {g["name"] for g in (await r.json())["graders"]} >= {"tether-checks", "tether-minilm"}
             # The window the rollout controller reads counts schema violations on every interaction.
             tally = server.metrics.tally("helpdesk", mv.id, "champion", server.clock.now() - timedelta(hours=1))
             return rows, traces, tally, server.llm.grading.stats()
