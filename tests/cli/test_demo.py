@@ -25,4 +25,7 @@ def test_demo_runs_start_to_end(tmp_path, capsys, monkeypatch):
     assert "(exact cache; 0 tokens, saved" in out and "(semantic cache (similarity" in out
     assert "trimmed from" in out and "refused with 429" in out and "tokens per day budget" in out
     assert "cache=exact" in out and "cache=semantic" in out  # the ledger
+    assert "--candidate support/2" in out and "-> FAIL" in out and "schema_valid" in out  # the LLM gate
+    assert "the rollout is rolled_back" in out and "schema_violation_rate" in out
+    assert "prompt drift drifted" in out and "new topic" in out
     assert "tether audit verify -> verifies" in out and "verifies: True" in out and "matches" in out

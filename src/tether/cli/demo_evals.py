@@ -172,10 +172,13 @@ async def _traffic(settings: Settings, canary_id: str) -> None:
             await asyncio.sleep(WINDOW)
             for i, text in enumerate(prompts(6, 300, SHIFTED)):
                 await ask(text, f"s{i}")
-            deadline = asyncio.get_running_loop().time() + 30
-            while server.llm.grading.sampler.queue and asyncio.get_running_loop().time() < deadline:
+            grading = server.llm.grading
+            deadline = asyncio.get_running_loop().time() + 60
+            while (
+                sum(grading.sampler.sampled.values()) > grading.counts["graded"]
+                and asyncio.get_running_loop().time() < deadline
+            ):  # every sampled interaction graded and its prompt written
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)
         watch = LLMWatch(server.registry, embedder=server.llm.embedder)
         status = await asyncio.to_thread(watch.evaluate, "support")
         pd_ = status.prompt_drift

@@ -38,6 +38,7 @@ from tether.store.store import Store
 log = logging.getLogger("tether.llm.grading")
 
 BATCH = 32
+MAX_PENDING_PROMPTS = 10_000
 #: Spending may run this share of the day's budget ahead of an even pace (bursts at the start of a day).
 BURST = 0.05
 
@@ -66,6 +67,7 @@ class GradingLoop:
         self.last_error: str | None = None
         self._wake = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
+        self._prompts_pending: list[dict[str, Any]] = []  # sampled prompts a failed write left for the next step
 
     def start(self) -> None:
         gv = built_in(self.graders, DEFAULT_CHECKS)
@@ -101,14 +103,32 @@ class GradingLoop:
             by_model.setdefault(s.interaction.model, []).append(s)
         for model, samples in by_model.items():
             rows.extend(await self._grade(model, samples))
-        if rows:
-            self.counts["rows"] += await asyncio.to_thread(write, self.store.db, rows)
-        prompts = [prompt_row(s.interaction, s.at, s.inclusion) for s in batch if s.interaction.prompt]
-        if prompts:
-            self.counts["prompts"] += await asyncio.to_thread(write_prompts, self.store.db, prompts)
+        prompts = self._prompts_pending + [
+            prompt_row(s.interaction, s.at, s.inclusion) for s in batch if s.interaction.prompt
+        ]
+        self._prompts_pending = []
+        try:
+            if rows:
+                self.counts["rows"] += await asyncio.to_thread(write, self.store.db, rows)
+            if prompts:
+                self.counts["prompts"] += await asyncio.to_thread(write_prompts, self.store.db, prompts)
+        except Exception:
+            # The store is unreachable: keep the rows for the next step (writes are idempotent per row), up to
+            # the sampler's bound; beyond it they are shed and counted, never silently dropped.
+            self._keep(rows, prompts)
+            raise
+        self.counts["graded"] += len(batch)  # counted once its scores and prompt are on the store
         for model in by_model:
             self.sampler.budget_left[model] = self._pace(model)
         return len(batch)
+
+    def _keep(self, rows: list[dict[str, Any]], prompts: list[dict[str, Any]]) -> None:
+        from tether.llm.sampler import MAX_PENDING_ROWS
+
+        room = MAX_PENDING_ROWS - len(self.sampler.pending)
+        self.sampler.pending[:0] = rows[: max(0, room)]
+        self.sampler.rows_shed += max(0, len(rows) - max(0, room))
+        self._prompts_pending = (self._prompts_pending + prompts)[-MAX_PENDING_PROMPTS:]
 
     async def close(self) -> None:
         rows = self.sampler.take_rows()
@@ -149,7 +169,6 @@ class GradingLoop:
             out.extend(
                 Graded(s.interaction, scored[s.interaction.trace_id], s.at, "live", s.stratum, s.inclusion).rows()
             )
-        self.counts["graded"] += len(samples)
         return out
 
     async def _judge(

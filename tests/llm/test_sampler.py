@@ -1,0 +1,71 @@
+"""The sampler and the grading loop: bounded memory (shed and counted, never waited for), inclusion
+probabilities by stratum, and rows kept across a store that fails, written once."""
+
+import asyncio
+from datetime import UTC, datetime
+
+from tether.core.clock import ManualClock
+from tether.graders.interaction import Interaction, Score
+from tether.graders.scores import read
+from tether.llm import grading as grading_mod
+from tether.llm.grading import GradingLoop
+from tether.llm.sampler import Sampler
+from tether.monitor.llm_config import LLMEvalConfig
+
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+def it(i: int, **kw) -> Interaction:
+    return Interaction(f"t{i}", ({"role": "user", "content": f"q{i}"},), "answer", model="m", version_id="v" * 64, **kw)
+
+
+def test_a_full_queue_sheds_and_counts_and_strata_set_the_inclusion():
+    cfg = LLMEvalConfig.model_validate({"queue_size": 10, "sampling": {"rate": 0.1}})
+    s = Sampler(lambda m: cfg, seed=1)
+    check = [Score("g", "complete", 1.0)]
+    for i in range(200):
+        s.offer(it(i, arm="canary", cache="none"), check, NOW)  # canary: 0.1 x 5 = 0.5
+    assert len(s.queue) == 10 and sum(s.shed.values()) > 50 and sum(s.sampled.values()) == 10
+    assert len(s.pending) == 200  # the checks' rows: every interaction
+    assert {x.inclusion for x in s.queue} == {0.5}
+    _, p_exact = s.inclusion(it(0, cache="exact"), cfg)
+    _, p_sem = s.inclusion(it(0, cache="semantic"), cfg)
+    assert abs(p_exact - 0.02) < 1e-12 and abs(p_sem - 0.5) < 1e-12
+    s.budget_left["m"] = 0.1
+    assert abs(s.inclusion(it(0), cfg)[1] - 0.01) < 1e-12  # the budget's pacing lowers every probability
+    off = LLMEvalConfig.model_validate({"enabled": False})
+    quiet = Sampler(lambda m: off)
+    quiet.offer(it(1), check, NOW)
+    assert not quiet.pending and not quiet.queue
+
+
+def test_rows_survive_a_store_that_fails_and_are_written_once(registry, monkeypatch):
+    cfg = LLMEvalConfig.model_validate({"graders": [], "sampling": {"rate": 1.0}})
+    sampler = Sampler(lambda m: cfg, seed=0)
+    loop = GradingLoop(registry.store, sampler, lambda m: cfg, ManualClock(NOW), embedder=lambda: None)
+    loop.start()
+    for i in range(5):
+        interaction = it(i)
+        sampler.offer(interaction, sampler.checks.one(interaction), NOW)
+    real = grading_mod.write
+    calls = {"n": 0}
+
+    def flaky(db, rows, *a):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")
+        return real(db, rows, *a)
+
+    monkeypatch.setattr(grading_mod, "write", flaky)
+
+    async def run():
+        try:
+            await loop.step()
+        except OSError:
+            pass
+        assert read(registry.store.db, "m") == []
+        await loop.step()
+
+    asyncio.run(run())
+    rows = read(registry.store.db, "m")
+    assert len({r["trace_id"] for r in rows}) == 5 and len(rows) == len({(r["trace_id"], r["metric"]) for r in rows})
