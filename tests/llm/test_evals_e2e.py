@@ -124,6 +124,44 @@ def test_every_interaction_is_checked_a_sample_is_graded_and_scores_reach_the_tr
                     assert r.status == 200 and "schema_valid" in await r.text()
                 async with s.get(server.url + "/v1/llm/graders") as r:
                     assert {g["name"] for g in (await r.json())["graders"]} >= {"tether-checks", "tether-minilm"}
+            # An application alarm's actions: the version's cache entries quarantined, on the trail.
+            anomaly = await asyncio.to_thread(
+                server.llm_evals.watch._record,
+                "helpdesk",
+                mv.id,
+                "llm:schema_valid",
+                "grader=t",
+                "decay",
+                server.clock.now(),
+                statistic=-0.1,
+                p_value=None,
+                effect=0.1,
+                min_shift=0.02,
+                baseline_value=1.0,
+                live_value=0.9,
+                live_rows=40,
+                evidence={},
+            )
+            done = await server.llm_evals.act("helpdesk", [anomaly])
+            assert done == [f"quarantined 0 cache entries of {mv.id[:12]}"]
+            judge_alarm = await asyncio.to_thread(
+                server.llm_evals.watch._record,
+                "helpdesk",
+                mv.id,
+                "judge:j:judge",
+                "anchor=a",
+                "anchor_paired",
+                server.clock.now(),
+                statistic=-0.5,
+                p_value=0.0,
+                effect=0.5,
+                min_shift=0.02,
+                baseline_value=None,
+                live_value=None,
+                live_rows=30,
+                evidence={},
+            )
+            assert await server.llm_evals.act("helpdesk", [judge_alarm]) == []  # judge drift never acts
             # The window the rollout controller reads counts schema violations on every interaction.
             tally = server.metrics.tally("helpdesk", mv.id, "champion", server.clock.now() - timedelta(hours=1))
             return rows, traces, tally, server.llm.grading.stats()
@@ -150,6 +188,8 @@ def test_every_interaction_is_checked_a_sample_is_graded_and_scores_reach_the_tr
     bound = {json.loads(p)["interaction"] for _, p in recs}
     assert bound == set(traces)
     assert len(recs) == 40 + len(graded)
+    _, cache = AuditLog(settings).query("SELECT payload FROM records WHERE kind = 'cache'")
+    assert any("quarantined" in json.loads(p)["reason"] for (p,) in cache)
 
 
 async def _run(settings, body):

@@ -9,7 +9,8 @@ Actions (the model's ``llm.actions`` beside its monitor ``actions``): every new 
 monitor webhook. Application alarms (decay, canary against champion, prompt drift) then hold or roll back a
 running rollout; decay on a version also quarantines the cache entries it wrote (dropped, and the invalidation
 recorded on the audit trail) and, with ``alias_rollback``, moves ``champion`` back to the version it replaced
-when no rollout runs. Judge drift only notifies: a changed judge is never a reason to touch the application.
+when no rollout runs; with the monitor's ``actions.shadow``, copies of the traffic go to the diagnostic version.
+Judge drift only notifies: a changed judge is never a reason to touch the application.
 """
 
 from __future__ import annotations
@@ -116,6 +117,15 @@ class LLMEvals:
                         ),
                     )
                     done.append(f"champion rolled back to {previous[:12]}")
+            shadow = config.actions.shadow  # the monitor's diagnostic version, as feature drift uses it
+            table = server.gateway.tables.get(model)
+            if shadow is not None and table is not None:
+                target = await loop.run_in_executor(None, server.registry.get, shadow.version)
+                if table.shadow != target.id and table.champion != target.id:
+                    await loop.run_in_executor(
+                        None, functools.partial(server.controller.shadow, model, target.ref, shadow.percent)
+                    )
+                    done.append(f"shadow {shadow.percent:g}% -> {target.ref}")
             if actions.quarantine_cache:
                 for vid in sorted({a.version_id for a in acting if a.test != "mmd"}):
                     n = server.llm.caches.invalidate(vid)
