@@ -161,3 +161,6 @@ def test_every_command_has_help_with_an_example(tether):
     for group in app.registered_groups:
         for c in group.typer_instance.registered_commands:
             assert "Example:" in tether(group.name, c.name, "--help"), f"{group.name} {c.name}"
+        for sub in group.typer_instance.registered_groups:  # nested groups (tether llm graders ...)
+            for c in sub.typer_instance.registered_commands:
+                assert "Example:" in tether(group.name, sub.name, c.name, "--help"), f"{group.name} {sub.name} {c.name}"

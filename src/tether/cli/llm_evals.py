@@ -73,7 +73,10 @@ def graders_fit(
 
 @graders_app.command("list")
 def graders_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Every grader version, each checked against its id."""
+    """Every grader version, each checked against its id.
+
+    Example: tether llm graders list
+    """
     from tether.graders.registry import Graders
 
     with registry() as reg:
@@ -98,7 +101,10 @@ def graders_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
 
 @graders_app.command("show")
 def graders_show(ref: Annotated[str, typer.Argument(help="NAME, NAME/NUMBER or an id prefix.")]) -> None:
-    """A grader version's spec, digests and training report."""
+    """A grader version's spec, digests and training report.
+
+    Example: tether llm graders show tether-minilm
+    """
     from tether.graders.registry import Graders
 
     with registry() as reg:
@@ -133,7 +139,10 @@ def llm_scores(
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Grader scores (insert-only rows), newest last: value or error, inclusion probability, grader version."""
+    """Grader scores (insert-only rows), newest last: value or error, inclusion probability, grader version.
+
+    Example: tether llm scores helpdesk --metric schema_valid --limit 20
+    """
     from tether.graders.scores import read
 
     with registry() as reg:
@@ -227,7 +236,10 @@ def llm_anomalies(
     open_only: Annotated[bool, typer.Option("--open", help="Only unresolved ones.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Decay, prompt-drift and judge-drift anomalies (resolve them with 'tether monitor resolve ID')."""
+    """Decay, prompt-drift and judge-drift anomalies (resolve them with 'tether monitor resolve ID').
+
+    Example: tether llm anomalies helpdesk --open
+    """
     from tether.monitor.watch import Watch
 
     with registry() as reg:
