@@ -130,6 +130,38 @@ def test_prompt_drift_flags_new_topics_and_a_stable_stream_stays_quiet(served):
     assert found[0].evidence["examples"]
 
 
+def test_prompt_drift_per_tenant_names_the_tenant_that_moved(served):
+    reg, v1, _ = served
+    configure(reg, prompt_drift={"min_prompts": 80, "window_seconds": 3600, "per_tenant": True})
+    rows = []
+    for tenant, texts in (("steady", prompts(8, 150)), ("moving", prompts(9, 150, SHIFTED))):
+        for i, p in enumerate(texts):
+            it = Interaction(
+                f"{tenant}-{i}",
+                ({"role": "user", "content": p},),
+                "",
+                model="helpdesk",
+                version_id=v1.id,
+                tenant=tenant,
+            )
+            rows.append(prompt_row(it, START + timedelta(hours=2, seconds=10 * i), 0.1))
+    write_prompts(reg.store.db, rows)
+    base = [
+        prompt_row(
+            Interaction(f"b-{i}", ({"role": "user", "content": p},), "", model="helpdesk", version_id=v1.id),
+            START + timedelta(seconds=10 * i),
+            0.1,
+        )
+        for i, p in enumerate(prompts(10, 200))
+    ]
+    write_prompts(reg.store.db, base)
+    watch = LLMWatch(reg, clock=ManualClock(START + timedelta(hours=2, minutes=30)))
+    pd = watch.evaluate("helpdesk").prompt_drift
+    assert pd["tenants"]["moving"]["decision"] == "drifted" and pd["tenants"]["steady"]["decision"] == "stable"
+    segments = {a.segment for a in watch.check("helpdesk") if a.feature == "prompts"}
+    assert "tenant=moving" in segments and "tenant=steady" not in segments
+
+
 def test_a_changed_judge_is_judge_drift_not_application_drift(served, tmp_path):
     reg, v1, _ = served
     with scripted_openai() as judge_server:

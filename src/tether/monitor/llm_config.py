@@ -81,6 +81,8 @@ class PromptDrift(_Strict):
     min_prompts: int = Field(default=100, ge=20)
     #: The smallest squared MMD (Gaussian kernel on MiniLM embeddings) that matters.
     min_shift: float = Field(default=0.01, gt=0)
+    #: Also test each tenant's prompts on their own (tenants with ``min_prompts`` in the window).
+    per_tenant: bool = False
     #: How often the test runs (its level is the budget shared over the checks of 30 days).
     check_seconds: float = Field(default=300.0, gt=0)
     #: Prompts shown as examples of what moved.

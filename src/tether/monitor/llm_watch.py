@@ -7,7 +7,7 @@ One `check` per model, run by `tether serve`'s monitor loop (or `tether llm drif
 * **canary against champion**: the same test between the two arms' scores of the epoch, during a rollout;
 * **prompt drift** (``tether.monitor.prompt_drift``): the window's sampled prompts against the baseline prompts
   (the champion's registered prompt set when it has a ``prompt`` column, else the model's first
-  ``baseline_seconds`` of sampled prompts), for the model as a whole;
+  ``baseline_seconds`` of sampled prompts), for the model as a whole and, with ``per_tenant``, for each tenant;
 * **judge drift**: the anchor set re-scored by every grader version when it first appears and then every
   ``anchor_every_seconds``; paired differences against the reference run. Reported as judge drift (feature
   ``judge:...``), never as the application's: live scores are only ever compared within one grader version.
@@ -277,27 +277,38 @@ class LLMWatch:
                 "needed": pd_cfg.min_prompts,
                 "baseline": source,
             }
+        tenants: dict[str, list[dict[str, Any]]] = {}
+        if pd_cfg.per_tenant:
+            for r in live:
+                tenants.setdefault(r["tenant"], []).append(r)
+            tenants = {k: v for k, v in tenants.items() if len(v) >= pd_cfg.min_prompts}
+        # The budget is per stream (the model as a whole, each tenant), as the feature watch's is per feature.
         checks = SECONDS_PER_30_DAYS / pd_cfg.check_seconds
         alpha = min(0.5, cfg.false_alarms_per_metric_per_30_days / checks)
         emb = self.embedder()
-        texts = [r["prompt"] for r in live]
-        result = prompt_drift.two_sample(
-            emb.encode(base_texts),
-            emb.encode(texts),
-            live_texts=texts,
-            examples=pd_cfg.examples,
-            seed=int(now.timestamp()) % 2**31,
-        )
-        alarm = result.p_value < alpha and result.statistic >= pd_cfg.min_shift
-        return {
-            "decision": "drifted" if alarm else "stable",
-            "alpha": alpha,
-            "min_shift": pd_cfg.min_shift,
-            "baseline": source,
-            "window": [since.isoformat(), now.isoformat()],
-            "traces": [r["trace_id"] for r in live[-EVIDENCE_ROWS:]],
-            **result.to_json(),
-        }
+        base = emb.encode(base_texts)
+        seed = int(now.timestamp()) % 2**31
+
+        def one(rows: list[dict[str, Any]]) -> dict[str, Any]:
+            texts = [r["prompt"] for r in rows]
+            result = prompt_drift.two_sample(
+                base, emb.encode(texts), live_texts=texts, examples=pd_cfg.examples, seed=seed
+            )
+            alarm = result.p_value < alpha and result.statistic >= pd_cfg.min_shift
+            return {
+                "decision": "drifted" if alarm else "stable",
+                "alpha": alpha,
+                "min_shift": pd_cfg.min_shift,
+                "baseline": source,
+                "window": [since.isoformat(), now.isoformat()],
+                "traces": [r["trace_id"] for r in rows[-EVIDENCE_ROWS:]],
+                **result.to_json(),
+            }
+
+        overall = one(live)
+        if tenants:
+            overall["tenants"] = {name: one(rows) for name, rows in sorted(tenants.items())}
+        return overall
 
     def _baseline_prompts(
         self, model: str, cfg: LLMEvalConfig, champion: str, before: datetime
@@ -383,6 +394,22 @@ class LLMWatch:
                     **self._decay_row(model, status.canary, d, cfg, status),
                 )
         pd = status.prompt_drift
+        for tenant, tp in (pd.get("tenants") or {}).items():
+            if tp.get("decision") == "drifted":
+                record(
+                    status.champion,
+                    "prompts",
+                    f"tenant={tenant}",
+                    "mmd",
+                    statistic=tp["statistic"],
+                    p_value=tp["p_value"],
+                    effect=tp["statistic"],
+                    min_shift=tp["min_shift"],
+                    baseline_value=None,
+                    live_value=None,
+                    live_rows=tp["n_live"],
+                    evidence=tp,
+                )
         if pd.get("decision") == "drifted":
             record(
                 status.champion,
