@@ -229,3 +229,31 @@ def test_bad_llm_settings_name_the_field(served):
         anchors.add(reg.store, "empty", b"\n\n", actor="t", now=START)
     with pytest.raises(IIE, match="anchor row 1"):
         anchors.add(reg.store, "bad", b"{not json", actor="t", now=START)
+
+
+def test_rates_carry_intervals_and_a_judge_share_gets_a_prediction_powered_estimate(served):
+    reg, v1, backend = served
+    g = Graders(reg.store)
+    cheap = g.register(GraderSpec.parse({"name": "tether-minilm", "kind": "embedded"}))[0]
+    judge = g.register(
+        GraderSpec.parse({"name": "qj", "kind": "judge", "config": {"endpoint": backend.url, "model": "j"}})
+    )[0]
+    configure(reg, judge="qj")
+    rng = np.random.default_rng(4)
+    quality = rng.beta(4, 2, 600)
+    at = START + timedelta(minutes=1)
+    rows = []
+    for i, q in enumerate(quality):
+        it = Interaction(f"r{i}", (), "", model="helpdesk", version_id=v1.id)
+        scores_ = [Score(cheap.id, "relevance", float(np.clip(q + 0.2 + rng.normal(0, 0.05), 0, 1)))]
+        if i % 10 == 0:
+            scores_.append(Score(judge.id, "judge", float(q)))
+        rows.extend(Graded(it, scores_, at + timedelta(seconds=i), "live", "s", 0.5).rows())
+    write(reg.store.db, rows)
+    status = LLMWatch(reg, clock=ManualClock(START + timedelta(minutes=30))).evaluate("helpdesk")
+    rates = status.rates[v1.id]
+    judge_only = rates[f"judge@{judge.id[:12]}"]
+    ppi = rates[f"judge (PPI with relevance@{cheap.id[:12]})"]
+    assert judge_only["n"] == 60 and judge_only["low"] < judge_only["estimate"] < judge_only["high"]
+    assert ppi["low"] <= 4 / 6 <= ppi["high"]  # the cheap grader is biased by +0.2; PPI corrects it
+    assert (ppi["high"] - ppi["low"]) < (judge_only["high"] - judge_only["low"])

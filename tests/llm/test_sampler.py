@@ -69,3 +69,56 @@ def test_rows_survive_a_store_that_fails_and_are_written_once(registry, monkeypa
     asyncio.run(run())
     rows = read(registry.store.db, "m")
     assert len({r["trace_id"] for r in rows}) == 5 and len(rows) == len({(r["trace_id"], r["metric"]) for r in rows})
+
+
+def test_the_judge_grades_its_share_within_its_token_budget(registry):
+    import orjson
+
+    from tests.openai_stub import scripted_openai
+    from tether.graders.registry import Graders
+    from tether.graders.spec import GraderSpec
+
+    with scripted_openai() as judge_server:
+        judge_server.script = lambda body, n: (
+            "not json" if n % 5 == 0 else orjson.dumps({"score": 4, "reason": "ok"}).decode()
+        )
+        Graders(registry.store).register(
+            GraderSpec.parse(
+                {
+                    "name": "j",
+                    "kind": "judge",
+                    "config": {"endpoint": judge_server.url, "model": "judge", "repeats": 1, "retries": 0},
+                }
+            )
+        )
+        cfg = LLMEvalConfig.model_validate(
+            {
+                "graders": [],
+                "judge": "j",
+                "sampling": {"rate": 1.0},
+                "budget": {"judge_share": 1.0, "judge_tokens_per_day": 600},
+            }
+        )
+        sampler = Sampler(lambda m: cfg, seed=0)
+        loop = GradingLoop(registry.store, sampler, lambda m: cfg, ManualClock(NOW), embedder=lambda: None)
+        loop.start()
+        for i in range(20):
+            sampler.offer(it(i), [], NOW)
+
+        async def run():
+            import aiohttp
+
+            loop.session = aiohttp.ClientSession()
+            try:
+                await loop.step()
+            finally:
+                await loop.session.close()
+
+        asyncio.run(run())
+    rows = [r for r in read(registry.store.db, "m") if r["metric"] == "judge"]
+    # 60 tokens a call, 600 a day: 10 judged, the other 10 skipped and counted; every 5th answer malformed.
+    assert len(rows) == 10 and loop.counts["judge_skipped_budget"] == 10
+    errors = [r for r in rows if r["error"]]
+    assert errors and all(r["value"] is None and r["error"].startswith("malformed") for r in errors)
+    assert all(r["value"] == 0.75 for r in rows if not r["error"])
+    assert {r["inclusion"] for r in rows} == {1.0}  # rate 1 x judge_share 1

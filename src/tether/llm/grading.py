@@ -162,13 +162,16 @@ class GradingLoop:
             spent["grader_seconds"] += time.perf_counter() - started
             for it, rs in zip(items, results, strict=True):
                 scored[it.trace_id].extend(rs)
+        judged: dict[str, list[Score]] = {s.interaction.trace_id: [] for s in samples}
         if cfg.judge is not None:
-            await self._judge(cfg, spent, [s for s in samples if s.judge], scored)
+            await self._judge(cfg, spent, [s for s in samples if s.judge], judged)
         out: list[dict[str, Any]] = []
         for s in samples:
-            out.extend(
-                Graded(s.interaction, scored[s.interaction.trace_id], s.at, "live", s.stratum, s.inclusion).rows()
-            )
+            t = s.interaction.trace_id
+            out.extend(Graded(s.interaction, scored[t], s.at, "live", s.stratum, s.inclusion).rows())
+            # The judge's rows carry the judge's own inclusion: sampled, then marked for the judge.
+            share = s.inclusion * cfg.budget.judge_share
+            out.extend(Graded(s.interaction, judged[t], s.at, "live", s.stratum, share).rows())
         return out
 
     async def _judge(
@@ -192,7 +195,6 @@ class GradingLoop:
             spent["judge_tokens"] += judge.usage.tokens - before
             if score.error:
                 self.counts["judge_errors"] += 1
-            # The judge's rows carry the judge's own inclusion: sampled, then marked for the judge.
             scored[s.interaction.trace_id].append(score)
 
     def _pace(self, model: str) -> float:
