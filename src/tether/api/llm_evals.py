@@ -26,7 +26,6 @@ from tether.core.errors import TetherError
 from tether.graders.registry import Graders
 from tether.graders.scores import read
 from tether.monitor.llm_watch import LLMWatch
-from tether.monitor.notify import post_json
 from tether.monitor.watch import Anomaly
 from tether.registry import aliases as alias_ops
 
@@ -81,33 +80,17 @@ class LLMEvals:
         done: list[str] = []
         for a in new:
             log.warning("LLM anomaly %s on %s: %s", a.id, model, a.describe())
-        if config.actions.webhook:
-            for a in new:
-                task = asyncio.ensure_future(
-                    post_json(server.gateway.session, config.actions.webhook, {"event": "llm_anomaly", **a.to_json()})
-                )
-                server.notifications.add(task)
-                task.add_done_callback(server.notifications.discard)
-            done.append(f"notified {config.actions.webhook}")
+        done += server.notify(config.actions.webhook, "llm_anomaly", new)
         acting = [a for a in new if a.test in APPLICATION_TESTS]
         if not acting:
             return done
         why = f"LLM anomaly {acting[0].id}: {acting[0].describe()}"
         loop = asyncio.get_running_loop()
         try:
-            ro = server.controller.latest(model)
-            if ro is not None and ro.state == "running" and actions.rollout != "none":
-                if actions.rollout == "hold":
-                    await loop.run_in_executor(
-                        None, functools.partial(server.controller.pause, model, reason=why, actor="llm-watch")
-                    )
-                    done.append(f"held rollout {ro.id}")
-                else:
-                    await loop.run_in_executor(
-                        None, functools.partial(server.controller.abort, model, reason=why, actor="llm-watch")
-                    )
-                    done.append(f"rolled back rollout {ro.id}")
-            elif actions.alias_rollback and any(a.test == "decay" for a in acting):
+            steered = await loop.run_in_executor(None, server.steer_rollout, model, actions.rollout, why, "llm-watch")
+            done += steered
+            running = (ro := server.controller.latest(model)) is not None and ro.state == "running"
+            if not steered and not running and actions.alias_rollback and any(a.test == "decay" for a in acting):
                 previous = await loop.run_in_executor(None, self._previous_champion, model)
                 if previous is not None:
                     await loop.run_in_executor(
@@ -117,15 +100,7 @@ class LLMEvals:
                         ),
                     )
                     done.append(f"champion rolled back to {previous[:12]}")
-            shadow = config.actions.shadow  # the monitor's diagnostic version, as feature drift uses it
-            table = server.gateway.tables.get(model)
-            if shadow is not None and table is not None:
-                target = await loop.run_in_executor(None, server.registry.get, shadow.version)
-                if table.shadow != target.id and table.champion != target.id:
-                    await loop.run_in_executor(
-                        None, functools.partial(server.controller.shadow, model, target.ref, shadow.percent)
-                    )
-                    done.append(f"shadow {shadow.percent:g}% -> {target.ref}")
+            done += await loop.run_in_executor(None, server.shadow_to, model, config.actions.shadow)
             if actions.quarantine_cache:
                 for vid in sorted({a.version_id for a in acting if a.test != "mmd"}):
                     n = server.llm.caches.invalidate(vid)

@@ -27,7 +27,7 @@ from tether.core.clock import Clock, SystemClock
 from tether.core.errors import InvalidInputError, TetherError
 from tether.core.settings import Settings
 from tether.llm.gateway import LLMGateway
-from tether.monitor.config import MonitorConfig
+from tether.monitor.config import MonitorConfig, ShadowAction
 from tether.monitor.live import LiveProfiler
 from tether.monitor.llm_config import LLMEvalConfig
 from tether.monitor.notify import post_json
@@ -240,41 +240,54 @@ class Server:
         done: list[str] = []
         for a in new:
             log.warning("drift anomaly %s on %s: %s", a.id, model, a.describe())
-        if config.actions.webhook:
-            for a in new:
-                task = asyncio.ensure_future(
-                    post_json(self.gateway.session, config.actions.webhook, {"event": "drift_anomaly", **a.to_json()})
-                )
-                self.notifications.add(task)
-                task.add_done_callback(self.notifications.discard)
-            done.append(f"notified {config.actions.webhook}")
+        done += self.notify(config.actions.webhook, "drift_anomaly", new)
         rank = {"medium": 1, "high": 2}
         acting = [a for a in new if rank[a.priority] >= rank[config.actions.min_priority]]
         if not acting:
             return done
         why = f"drift anomaly {acting[0].id}: {acting[0].describe()}"
         try:
-            ro = self.controller.latest(model)
-            if ro is not None and ro.state == "running" and config.actions.rollout != "none":
-                if config.actions.rollout == "hold":
-                    self.controller.pause(model, reason=why, actor="drift-watch")
-                    done.append(f"held rollout {ro.id}")
-                else:
-                    self.controller.abort(model, reason=why, actor="drift-watch")
-                    done.append(f"rolled back rollout {ro.id}")
-            shadow = config.actions.shadow
-            table = self.gateway.tables.get(model)
-            if shadow is not None and table is not None:
-                target = self.registry.get(shadow.version)
-                if table.shadow != target.id and table.champion != target.id:
-                    self.controller.shadow(model, target.ref, shadow.percent)
-                    done.append(f"shadow {shadow.percent:g}% -> {target.ref}")
+            done += self.steer_rollout(model, config.actions.rollout, why, "drift-watch")
+            done += self.shadow_to(model, config.actions.shadow)
         except TetherError as e:
             log.error("drift action on %s failed: %s", model, e)
         if done:
             log.warning("drift actions on %s: %s", model, "; ".join(done))
             self.refresh()
         return done
+
+    # -- what alarms may do (the drift watch's and the LLM watch's) ------------------------------------------
+    def notify(self, webhook: str | None, event: str, anomalies: list[Anomaly]) -> list[str]:
+        """POST each anomaly to ``webhook`` in the background (retried; never blocks serving)."""
+        if not webhook:
+            return []
+        for a in anomalies:
+            task = asyncio.ensure_future(post_json(self.gateway.session, webhook, {"event": event, **a.to_json()}))
+            self.notifications.add(task)
+            task.add_done_callback(self.notifications.discard)
+        return [f"notified {webhook}"]
+
+    def steer_rollout(self, model: str, mode: str, why: str, actor: str) -> list[str]:
+        """Hold (``hold``) or roll back (``rollback``) the model's running rollout; nothing for ``none``."""
+        ro = self.controller.latest(model)
+        if ro is None or ro.state != "running" or mode == "none":
+            return []
+        if mode == "hold":
+            self.controller.pause(model, reason=why, actor=actor)
+            return [f"held rollout {ro.id}"]
+        self.controller.abort(model, reason=why, actor=actor)
+        return [f"rolled back rollout {ro.id}"]
+
+    def shadow_to(self, model: str, shadow: ShadowAction | None) -> list[str]:
+        """Send copies of the model's traffic to the diagnostic version, unless it already gets them."""
+        table = self.gateway.tables.get(model)
+        if shadow is None or table is None:
+            return []
+        target = self.registry.get(shadow.version)
+        if table.shadow == target.id or table.champion == target.id:
+            return []
+        self.controller.shadow(model, target.ref, shadow.percent)
+        return [f"shadow {shadow.percent:g}% -> {target.ref}"]
 
     async def monitor_status(self, request: web.Request) -> web.Response:
         """The drift watch's current view of a model: per version and feature, baseline against live."""

@@ -98,3 +98,11 @@ class ExternalCommandError(TetherError):
     """A subprocess tether depends on (git, a training command) failed."""
 
     http_status = 500
+
+
+def validation_problems(error: Any, *, top: str = "(top)", prefix: str = "") -> str:
+    """A pydantic ``ValidationError`` as one line naming each field and its rule: ``a.b: msg; c: msg``."""
+    return "; ".join(
+        f"{prefix}{'.'.join(str(p) for p in err['loc']) or top}: {str(err['msg']).removeprefix('Value error, ')}"
+        for err in error.errors()
+    )

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer, model_validator
 
-from tether.core.errors import InvalidInputError
+from tether.core.errors import InvalidInputError, validation_problems
 from tether.core.hashing import digest_json
 from tether.core.types import Digest
 from tether.gate.metrics import BY_TASK, Metric
@@ -239,10 +239,7 @@ def load_spec(source: str | Path | dict[str, Any]) -> GateSpec:
     try:
         spec = GateSpec.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg'].removeprefix('Value error, ')}"
-            for err in e.errors()
-        )
+        problems = validation_problems(e, top="spec")
         raise InvalidInputError(f"invalid {where}: {problems}", hint="see docs/gate.md for the spec format") from None
     if not isinstance(source, dict):
         spec._base = Path(source).absolute().parent

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tether.core.errors import InvalidInputError
+from tether.core.errors import InvalidInputError, validation_problems
 from tether.graders.checks import CHECKS
 from tether.graders.embedded import METRICS as EMBEDDED_METRICS
 
@@ -134,9 +134,7 @@ class GraderSpec(_Strict):
         try:
             CONFIGS[self.kind].model_validate(self.config)
         except ValidationError as e:  # named by field, as the outer spec's own errors are
-            problems = "; ".join(
-                f"config.{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
-            )
+            problems = validation_problems(e, prefix="config.")
             raise ValueError(f"{self.kind} grader: {problems}") from None
         return self
 
@@ -160,9 +158,7 @@ class GraderSpec(_Strict):
         try:
             return cls.model_validate(value)
         except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
-            )
+            problems = validation_problems(e)
             raise InvalidInputError(
                 f"{source} is invalid: {problems}", hint=f"kinds: {list(KINDS)}; see docs/llm-evals.md"
             ) from None

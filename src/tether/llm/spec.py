@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tether.core.errors import InvalidInputError
+from tether.core.errors import InvalidInputError, validation_problems
 
 
 class _Strict(BaseModel):
@@ -173,9 +173,7 @@ class LLMSpec(_Strict):
         try:
             return cls.model_validate(value)
         except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
-            )
+            problems = validation_problems(e)
             raise InvalidInputError(
                 f"{source} is invalid: {problems}", hint="see docs/llm.md for every field of an LLM spec"
             ) from None

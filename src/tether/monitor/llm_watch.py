@@ -30,7 +30,7 @@ from sqlalchemy import insert, select
 from tether.core.clock import Clock, SystemClock
 from tether.core.errors import TetherError
 from tether.graders.registry import Graders
-from tether.graders.scores import read, read_prompts
+from tether.graders.scores import read
 from tether.monitor import judge_drift, prompt_drift
 from tether.monitor.decay import DecayTest, compare, epoch_alpha
 from tether.monitor.llm_config import LLMEvalConfig
@@ -39,7 +39,6 @@ from tether.monitor.watch import Anomaly, Watch, json_safe
 from tether.registry import Registry
 from tether.store.tables import anomalies, routing
 
-SECONDS_PER_30_DAYS = 30 * 86_400
 EVIDENCE_ROWS = 20
 
 
@@ -265,77 +264,7 @@ class LLMWatch:
 
     # -- prompt drift ---------------------------------------------------------------------------------------
     def _prompts(self, model: str, cfg: LLMEvalConfig, champion: str, now: datetime) -> dict[str, Any]:
-        pd_cfg = cfg.prompt_drift
-        since = now - timedelta(seconds=pd_cfg.window_seconds)
-        live = read_prompts(self.db, model, since, now)
-        base_texts, source = self._baseline_prompts(model, cfg, champion, since)
-        if len(base_texts) < pd_cfg.min_prompts or len(live) < pd_cfg.min_prompts:
-            return {
-                "decision": "no data",
-                "baseline_prompts": len(base_texts),
-                "live_prompts": len(live),
-                "needed": pd_cfg.min_prompts,
-                "baseline": source,
-            }
-        tenants: dict[str, list[dict[str, Any]]] = {}
-        if pd_cfg.per_tenant:
-            for r in live:
-                tenants.setdefault(r["tenant"], []).append(r)
-            tenants = {k: v for k, v in tenants.items() if len(v) >= pd_cfg.min_prompts}
-        # The budget is per stream (the model as a whole, each tenant), as the feature watch's is per feature.
-        checks = SECONDS_PER_30_DAYS / pd_cfg.check_seconds
-        alpha = min(0.5, cfg.false_alarms_per_metric_per_30_days / checks)
-        emb = self.embedder()
-        base = emb.encode(base_texts)
-        seed = int(now.timestamp()) % 2**31
-
-        def one(rows: list[dict[str, Any]]) -> dict[str, Any]:
-            texts = [r["prompt"] for r in rows]
-            result = prompt_drift.two_sample(
-                base, emb.encode(texts), live_texts=texts, examples=pd_cfg.examples, seed=seed
-            )
-            alarm = result.p_value < alpha and result.statistic >= pd_cfg.min_shift
-            return {
-                "decision": "drifted" if alarm else "stable",
-                "alpha": alpha,
-                "min_shift": pd_cfg.min_shift,
-                "baseline": source,
-                "window": [since.isoformat(), now.isoformat()],
-                "traces": [r["trace_id"] for r in rows[-EVIDENCE_ROWS:]],
-                **result.to_json(),
-            }
-
-        overall = one(live)
-        if tenants:
-            overall["tenants"] = {name: one(rows) for name, rows in sorted(tenants.items())}
-        return overall
-
-    def _baseline_prompts(
-        self, model: str, cfg: LLMEvalConfig, champion: str, before: datetime
-    ) -> tuple[list[str], str]:
-        pd_cfg = cfg.prompt_drift
-        digest = pd_cfg.baseline_prompts
-        if digest is None:
-            mv = self.registry.get(champion)
-            digest = mv.data.digest
-        try:
-            from tether.gate.run import load_gold
-
-            frame = load_gold(self.registry, [digest])
-            if "prompt" in frame.columns and len(frame) >= pd_cfg.min_prompts:
-                return [str(p) for p in frame["prompt"]][-prompt_drift.MAX_SIDE :], f"prompt set {digest[:12]}"
-        except TetherError:
-            if pd_cfg.baseline_prompts is not None:
-                raise
-        first = read_prompts(self.db, model, before - timedelta(days=3650), before, limit=1, oldest=True)
-        if not first:
-            return [], "live (none yet)"
-        start = first[0]["at"]
-        end = min(before, start + timedelta(seconds=pd_cfg.baseline_seconds))
-        rows = read_prompts(self.db, model, start, end, limit=prompt_drift.MAX_SIDE, oldest=True)
-        return [
-            r["prompt"] for r in rows
-        ], f"live {start.isoformat(timespec='seconds')} to {end.isoformat(timespec='seconds')}"
+        return prompt_drift.window(self.registry, self.embedder, model, cfg, champion, now)
 
     # -- judge governance -----------------------------------------------------------------------------------
     def anchors(self, model: str, *, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -17,11 +17,23 @@ central prompt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
+
+from tether.core.errors import TetherError
+from tether.graders.scores import read_prompts
+
+if TYPE_CHECKING:
+    from tether.monitor.llm_config import LLMEvalConfig
+    from tether.registry import Registry
+
+EVIDENCE_ROWS = 20
+SECONDS_PER_30_DAYS = 30 * 86_400
 
 PERMUTATIONS = 1000
 TAIL_HITS = 10
@@ -158,3 +170,79 @@ def _topics(live: np.ndarray, texts: list[str], witness: np.ndarray, limit: int)
         medoid = group[int(np.argmax((vecs @ vecs.T).sum(axis=1)))]
         out.append({"name": texts[medoid][:200], "prompts": len(group)})
     return out
+
+
+def window(
+    registry: Registry, embedder: Callable[[], Any], model: str, cfg: LLMEvalConfig, champion: str, now: datetime
+) -> dict[str, Any]:
+    """The window's sampled prompts against the baseline prompts (see ``tether.monitor.llm_watch``)."""
+    pd_cfg = cfg.prompt_drift
+    since = now - timedelta(seconds=pd_cfg.window_seconds)
+    live = read_prompts(registry.store.db, model, since, now)
+    base_texts, source = baseline_prompts(registry, model, cfg, champion, since)
+    if len(base_texts) < pd_cfg.min_prompts or len(live) < pd_cfg.min_prompts:
+        return {
+            "decision": "no data",
+            "baseline_prompts": len(base_texts),
+            "live_prompts": len(live),
+            "needed": pd_cfg.min_prompts,
+            "baseline": source,
+        }
+    tenants: dict[str, list[dict[str, Any]]] = {}
+    if pd_cfg.per_tenant:
+        for r in live:
+            tenants.setdefault(r["tenant"], []).append(r)
+        tenants = {k: v for k, v in tenants.items() if len(v) >= pd_cfg.min_prompts}
+    # The budget is per stream (the model as a whole, each tenant), as the feature watch's is per feature.
+    checks = SECONDS_PER_30_DAYS / pd_cfg.check_seconds
+    alpha = min(0.5, cfg.false_alarms_per_metric_per_30_days / checks)
+    emb = embedder()
+    base = emb.encode(base_texts)
+    seed = int(now.timestamp()) % 2**31
+
+    def one(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        texts = [r["prompt"] for r in rows]
+        result = two_sample(base, emb.encode(texts), live_texts=texts, examples=pd_cfg.examples, seed=seed)
+        alarm = result.p_value < alpha and result.statistic >= pd_cfg.min_shift
+        return {
+            "decision": "drifted" if alarm else "stable",
+            "alpha": alpha,
+            "min_shift": pd_cfg.min_shift,
+            "baseline": source,
+            "window": [since.isoformat(), now.isoformat()],
+            "traces": [r["trace_id"] for r in rows[-EVIDENCE_ROWS:]],
+            **result.to_json(),
+        }
+
+    overall = one(live)
+    if tenants:
+        overall["tenants"] = {name: one(rows) for name, rows in sorted(tenants.items())}
+    return overall
+
+
+def baseline_prompts(
+    registry: Registry, model: str, cfg: LLMEvalConfig, champion: str, before: datetime
+) -> tuple[list[str], str]:
+    pd_cfg = cfg.prompt_drift
+    digest = pd_cfg.baseline_prompts
+    if digest is None:
+        mv = registry.get(champion)
+        digest = mv.data.digest
+    try:
+        from tether.gate.run import load_gold
+
+        frame = load_gold(registry, [digest])
+        if "prompt" in frame.columns and len(frame) >= pd_cfg.min_prompts:
+            return [str(p) for p in frame["prompt"]][-MAX_SIDE:], f"prompt set {digest[:12]}"
+    except TetherError:
+        if pd_cfg.baseline_prompts is not None:
+            raise
+    first = read_prompts(registry.store.db, model, before - timedelta(days=3650), before, limit=1, oldest=True)
+    if not first:
+        return [], "live (none yet)"
+    start = first[0]["at"]
+    end = min(before, start + timedelta(seconds=pd_cfg.baseline_seconds))
+    rows = read_prompts(registry.store.db, model, start, end, limit=MAX_SIDE, oldest=True)
+    return [
+        r["prompt"] for r in rows
+    ], f"live {start.isoformat(timespec='seconds')} to {end.isoformat(timespec='seconds')}"

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tether.core.errors import InvalidInputError
+from tether.core.errors import InvalidInputError, validation_problems
 
 
 class _Strict(BaseModel):
@@ -105,8 +105,5 @@ def load_plan(source: str | Path | dict[str, Any] | None) -> Plan:
     try:
         return Plan.model_validate(data or {})
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'plan'}: {err['msg'].removeprefix('Value error, ')}"
-            for err in e.errors()
-        )
+        problems = validation_problems(e, top="plan")
         raise InvalidInputError(f"invalid rollout plan: {problems}", hint="see docs/rollout.md") from None
