@@ -4,6 +4,7 @@ This is the composition root: it sits above `tether.serving` and `tether.rollout
 other's decisions.
 """
 
-from tether.api.server import Server, status_of
+from tether.api.server import Server
+from tether.rollout.progress import status_of
 
 __all__ = ["Server", "status_of"]

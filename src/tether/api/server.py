@@ -34,6 +34,7 @@ from tether.monitor.notify import post_json
 from tether.monitor.watch import Anomaly, Watch
 from tether.registry import Registry
 from tether.rollout.controller import Controller
+from tether.rollout.progress import status_of
 from tether.serving import table as routing_table
 from tether.serving.auth import KeyRing
 from tether.serving.gateway import Gateway
@@ -403,38 +404,3 @@ class Server:
 
 def _discard(mapping: dict[str, Any], key: str, _future: object) -> None:
     mapping.pop(key, None)
-
-
-def status_of(controller: Controller, model: str, table: object | None) -> dict[str, object]:
-    """A JSON-ready view of a model's routing and latest rollout, with live comparisons when running."""
-    ro = controller.latest(model)
-    out: dict[str, object] = {"model": model, "routing": table.__dict__ if table is not None else None}
-    if ro is None:
-        return out
-    out["rollout"] = {
-        "id": ro.id,
-        "state": ro.state,
-        "candidate": ro.candidate_id,
-        "champion": ro.champion_id,
-        "step": ro.step_index,
-        "weight_percent": ro.weight_bp / 100,
-        "steps": ro.plan.steps,
-        "step_started_at": ro.step_started_at.isoformat(),
-        "forced": ro.forced,
-    }
-    if ro.state in ("running", "watching", "paused"):
-        comps, new, old = controller.evaluate(ro)
-        out["guardrails"] = {k: c.to_json() for k, c in comps.items()}
-        out["candidate"], out["champion"] = new.to_json(), old.to_json()
-    out["events"] = [
-        {
-            "at": e.at.isoformat(),
-            "kind": e.kind,
-            "from": e.from_bp / 100,
-            "to": e.to_bp / 100,
-            "reason": e.reason,
-            "actor": e.actor,
-        }
-        for e in controller.events(ro.id)
-    ]
-    return out

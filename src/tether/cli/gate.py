@@ -11,12 +11,12 @@ import yaml
 from rich import box
 from rich.table import Table
 
-from tether.cli.app import gate_app
 from tether.cli.common import _num, registry
 from tether.cli.output import console
 from tether.core import short
 from tether.core.errors import InvalidInputError, NotFoundError
 
+gate_app = typer.Typer(help="The evaluation gate: prove a candidate no worse than the champion.", no_args_is_help=True)
 policy_app = typer.Typer(help="The gate policy of each model: the spec and gold data a PASS must come from.")
 gate_app.add_typer(policy_app, name="policy")
 

@@ -14,8 +14,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from tether.cli.app import llm_app
 from tether.cli.common import _num, registry
+from tether.cli.llm import llm_app
 from tether.cli.output import console
 from tether.core.errors import InvalidInputError
 

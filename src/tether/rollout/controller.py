@@ -279,6 +279,12 @@ class Controller:
             "policy": ro.plan.model_dump(mode="json"),
         }
 
+    def observed(self, ro: Rollout) -> float:
+        """Seconds of the current step this controller has watched so far (read only: what `_observed` has
+        recorded; 0 before the first tick that saw canary traffic)."""
+        first = self._watched.get((ro.id, ro.step_index, ro.step_started_at))
+        return 0.0 if first is None else (self.clock.now() - first).total_seconds()
+
     def _observed(self, ro: Rollout) -> float:
         """Seconds this controller has watched the current step with canary traffic arriving: bake time is time
         observed, not time elapsed (downtime, a restart of the server, a canary still starting do not count)."""

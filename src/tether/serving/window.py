@@ -213,3 +213,19 @@ class MetricStore:
     def keys(self) -> list[Key]:
         with self._lock:
             return list(self._slices)
+
+    def series(
+        self, model: str, version: str, arm: str, since: datetime, until: datetime | None = None
+    ) -> list[tuple[datetime, Tally]]:
+        """The slices of (model, version, arm) from ``since`` (to ``until``) in time order, each with its start
+        time: what the dashboard charts (error rate and latency percentiles per slice). Warm-up requests out."""
+        lo = self.slice_of(since)
+        hi = self.slice_of(until) if until is not None else None
+        with self._lock:
+            rows = sorted(
+                (s, Tally().merge(t))
+                for s, t in self._slices.get((model, version, arm), {}).items()
+                if s >= lo and (hi is None or s <= hi)
+            )
+        tz = since.tzinfo
+        return [(datetime.fromtimestamp(s * SLICE_SECONDS, tz=tz), t) for s, t in rows]
