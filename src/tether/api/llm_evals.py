@@ -1,9 +1,5 @@
-"""The LLM evaluation loop inside `tether serve`: its check loop, the actions its alarms take, its routes.
-
-    GET  /v1/llm/graders                        grader versions
-    GET  /v1/models/{name}/llm/status           decay, canary against champion, prompt drift, rates (role read)
-    GET  /v1/models/{name}/llm/scores           score rows (filters: trace, version, metric, origin, limit)
-    GET  /v1/models/{name}/llm/report           the HTML report
+"""The LLM evaluation loop inside `tether serve`: its check loop and the actions its alarms take (its routes
+are in `tether.api.llm`).
 
 Actions (the model's ``llm.actions`` beside its monitor ``actions``): every new anomaly is POSTed to the
 monitor webhook. Application alarms (decay, canary against champion, prompt drift) then hold or roll back a
@@ -18,13 +14,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from tether.core.errors import TetherError
-from tether.graders.registry import Graders
-from tether.graders.scores import read
 from tether.monitor.llm_watch import LLMWatch
 from tether.monitor.watch import Anomaly
 from tether.registry import aliases as alias_ops
@@ -43,11 +35,6 @@ class LLMEvals:
         self.server = server
         self.watch = LLMWatch(server.registry, clock=server.clock, embedder=server.llm.embedder)
         self._last: dict[str, float] = {}
-        app = server.gateway.app
-        app.router.add_get("/v1/llm/graders", self.graders)
-        app.router.add_get("/v1/models/{name}/llm/status", self.status)
-        app.router.add_get("/v1/models/{name}/llm/scores", self.scores)
-        app.router.add_get("/v1/models/{name}/llm/report", self.report)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     async def loop(self) -> None:
@@ -121,65 +108,3 @@ class LLMEvals:
             if e.version_id and e.version_id != current:
                 return e.version_id
         return None
-
-    # -- routes ---------------------------------------------------------------------------------------------
-    async def graders(self, request: web.Request) -> web.Response:
-        if (denied := self.server.gateway._deny(request, "read")) is not None:
-            return denied
-        rows = await asyncio.to_thread(Graders(self.server.registry.store).list)
-        return web.json_response({"graders": [g.to_json() for g in rows]})
-
-    async def status(self, request: web.Request) -> web.Response:
-        if (denied := self.server.gateway._deny(request, "read")) is not None:
-            return denied
-        model = request.match_info["name"]
-        if model not in self.server.gateway.tables:
-            return _not_found(model)
-        status = await asyncio.to_thread(self.watch.evaluate, model)
-        return web.json_response({**status.to_json(), "grading": self.server.llm.grading.stats()})
-
-    async def scores(self, request: web.Request) -> web.Response:
-        if (denied := self.server.gateway._deny(request, "read")) is not None:
-            return denied
-        model = request.match_info["name"]
-        q = request.query
-        try:
-            limit = min(MAX_SCORE_ROWS, int(q.get("limit", "500")))
-            if limit < 1:
-                raise ValueError
-        except ValueError:
-            return web.json_response({"error": f"limit must be a whole number from 1 to {MAX_SCORE_ROWS}"}, status=400)
-        rows = await asyncio.to_thread(
-            functools.partial(
-                read,
-                self.server.registry.store.db,
-                model,
-                trace_id=q.get("trace"),
-                version_id=q.get("version"),
-                metric=q.get("metric"),
-                origin=q.get("origin", "live"),
-                limit=limit,
-            )
-        )
-        return web.json_response({"scores": [_plain(r) for r in rows], "limit": limit})
-
-    async def report(self, request: web.Request) -> web.Response:
-        from tether.monitor.llm_report import html
-
-        if (denied := self.server.gateway._deny(request, "read")) is not None:
-            return denied
-        model = request.match_info["name"]
-        if model not in self.server.gateway.tables:
-            return _not_found(model)
-        page = await asyncio.to_thread(html, self.watch, model)
-        return web.Response(text=page, content_type="text/html")
-
-
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-
-
-def _not_found(model: str) -> web.Response:
-    return web.json_response(
-        {"error": f"no deployed model {model!r}", "hint": "GET /v1/models lists the deployed LLMs"}, status=404
-    )

@@ -16,15 +16,15 @@ import functools
 import logging
 from typing import Any
 
-import orjson
 from aiohttp import web
+from aiohttp_asgi import ASGIResource
 
 from tether.api.llm_evals import LLMEvals
 from tether.audit.bridge import Bridge
 from tether.audit.log import AuditLog
 from tether.audit.sink import AuditSink
 from tether.core.clock import Clock, SystemClock
-from tether.core.errors import InvalidInputError, TetherError
+from tether.core.errors import TetherError
 from tether.core.settings import Settings
 from tether.llm.gateway import LLMGateway
 from tether.monitor.config import MonitorConfig, ShadowAction
@@ -34,7 +34,6 @@ from tether.monitor.notify import post_json
 from tether.monitor.watch import Anomaly, Watch
 from tether.registry import Registry
 from tether.rollout.controller import Controller
-from tether.rollout.progress import status_of
 from tether.serving import table as routing_table
 from tether.serving.auth import KeyRing
 from tether.serving.gateway import Gateway
@@ -91,12 +90,12 @@ class Server:
         self.controller = Controller(self.registry, self.metrics, clock=self.clock)
         self.llm = LLMGateway(self.gateway, evals=self._llm_evals)
         self.llm_evals = LLMEvals(self)
-        self.gateway.app.router.add_get("/v1/rollouts/{name}", self.rollout_status)
-        self.gateway.app.router.add_get("/v1/models/{name}/gate-policy", self.gate_policy)
-        self.gateway.app.router.add_put("/v1/models/{name}/gate-policy", self.set_gate_policy)
-        self.gateway.app.router.add_get("/v1/models/{name}/monitor", self.monitor_status)
-        self.gateway.app.router.add_get("/v1/models/{name}/monitor/report", self.monitor_report)
-        self.gateway.app.router.add_get("/v1/models/{name}/anomalies", self.monitor_anomalies)
+        # The control plane and the dashboard answer what no data-plane route matched (registered last).
+        from tether.api.control import control_app, mounted
+
+        self.control = control_app(self)
+        self.gateway.app.router.register_resource(ASGIResource(mounted(self.control), root_path="/"))
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.monitor_configs: dict[str, MonitorConfig] = {}
         self._last_check: dict[str, float] = {}
         self.notifications: set[asyncio.Task[bool]] = set()
@@ -118,6 +117,7 @@ class Server:
         return "tether.serving.worker"
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.llm.start()
         self.refresh()
         if self.keys is not None:
@@ -163,6 +163,15 @@ class Server:
                 stopping: asyncio.Future[None] = asyncio.ensure_future(self.runtime.stop(inst.version_id))
                 self._stopping[inst.version_id] = stopping
                 stopping.add_done_callback(functools.partial(_discard, self._stopping, inst.version_id))
+
+    def refresh_soon(self) -> None:
+        """Re-read the routing tables on the event loop now (from a control-plane route's worker thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.refresh)
+
+    def refresh_keys_soon(self) -> None:
+        if self._loop is not None and self.keys is not None:
+            self._loop.call_soon_threadsafe(self.keys.refresh)
 
     def _started(self, vid: str, task: asyncio.Future[Any]) -> None:
         self._pending.pop(vid, None)
@@ -289,81 +298,6 @@ class Server:
             return []
         self.controller.shadow(model, target.ref, shadow.percent)
         return [f"shadow {shadow.percent:g}% -> {target.ref}"]
-
-    async def monitor_status(self, request: web.Request) -> web.Response:
-        """The drift watch's current view of a model: per version and feature, baseline against live."""
-        from tether.monitor.report import status_json
-
-        if (denied := self.gateway._deny(request, "read")) is not None:
-            return denied
-        model = request.match_info["name"]
-        loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(None, functools.partial(status_json, self.watch, model))
-        return web.json_response(body)
-
-    async def monitor_report(self, request: web.Request) -> web.Response:
-        from tether.monitor.report import html_report
-
-        if (denied := self.gateway._deny(request, "read")) is not None:
-            return denied
-        model = request.match_info["name"]
-        loop = asyncio.get_running_loop()
-        html = await loop.run_in_executor(None, functools.partial(html_report, self.watch, model))
-        return web.Response(text=html, content_type="text/html")
-
-    async def monitor_anomalies(self, request: web.Request) -> web.Response:
-        if (denied := self.gateway._deny(request, "read")) is not None:
-            return denied
-        model = request.match_info["name"]
-        open_only = request.query.get("open") in ("1", "true")
-        found = self.watch.anomalies(model, open_only=open_only)
-        return web.json_response({"model": model, "anomalies": [a.to_json() for a in found]})
-
-    async def rollout_status(self, request: web.Request) -> web.Response:
-        """The model's routing, its latest rollout and the live guardrail comparisons (role: viewer)."""
-        if (denied := self.gateway._deny(request, "read")) is not None:  # the gateway's key check, counted
-            return denied
-        model = request.match_info["name"]
-        return web.json_response(status_of(self.controller, model, self.gateway.tables.get(model)))
-
-    async def gate_policy(self, request: web.Request) -> web.Response:
-        """The model's gate policy in force, with its spec (role: viewer)."""
-        if (denied := self.gateway._deny(request, "read")) is not None:
-            return denied
-        pol = self.registry.gate_policy(request.match_info["name"])
-        if pol is None:
-            return web.json_response({"error": f"{request.match_info['name']} has no gate policy"}, status=404)
-        return web.json_response({**pol.to_json(), "spec": self.registry.gate_policy_spec(pol)})
-
-    async def set_gate_policy(self, request: web.Request) -> web.Response:
-        """Set the gate policy: ``{"spec": {...gate spec, gold as snapshot digests...}, "reason": "..."}``.
-        Only admin keys; never with authentication off (nobody could be held to the change)."""
-        from tether.gate import load_spec, set_policy
-
-        if self.gateway.keys is None:
-            return web.json_response(
-                {"error": "gate policies change over HTTP only with API keys on; use 'tether gate policy set'"},
-                status=403,
-            )
-        key = self.gateway.authenticate(request, "govern")
-        if isinstance(key, tuple) or key is None:
-            status, message = key if isinstance(key, tuple) else (401, "an admin API key is needed")
-            return web.json_response({"error": message}, status=status)
-        try:
-            body = orjson.loads(await request.read())
-            if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
-                raise InvalidInputError('send {"spec": {...}, "reason": "..."}')
-            spec = load_spec(body["spec"])
-            if spec.model != request.match_info["name"]:
-                raise InvalidInputError(f"the spec is for model {spec.model!r}, not {request.match_info['name']!r}")
-            pol = await asyncio.to_thread(
-                set_policy, self.registry, spec, reason=str(body.get("reason") or ""), role=key.role, actor=key.name
-            )
-        except orjson.JSONDecodeError as e:
-            return web.json_response({"error": f"malformed JSON: {e}"}, status=400)
-        except TetherError as e:
-            return web.json_response({"error": e.message, "hint": e.hint}, status=e.http_status)
-        return web.json_response(pol.to_json(), status=201)
 
     def _crashed(self, version_id: str) -> None:
         now = self.clock.now()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +63,10 @@ def audit_verify(
     with _audit_log() as log:
         log.seal()  # what the write-ahead log holds is checked too
         r = log.verify(held=notes)
+        if log.writer:
+            from tether.audit.search import record_verify
+
+            record_verify(log, r, at=datetime.now(UTC), actor=settings().actor)
     console.print(
         f"{r.records:,} records in {r.segments} segments, {r.checkpoints} signed checkpoints"
         + (f", {r.held} held checkpoint(s)" if r.held else "")

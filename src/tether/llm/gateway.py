@@ -95,7 +95,6 @@ class LLMGateway:
         app = gateway.app
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.chat, expect_handler=gateway.expect)
-        app.router.add_get("/v1/llm/stats", self.stats)
 
     @property
     def exact(self) -> ExactCache:
@@ -229,9 +228,8 @@ class LLMGateway:
             )
         return web.json_response({"object": "list", "data": data})
 
-    async def stats(self, request: web.Request) -> web.Response:
-        if (denied := self.gw._deny(request, "read")) is not None:
-            return denied
+    def stats(self) -> dict[str, Any]:
+        """Caches, calibration, prefix routing, budgets, ledger and grading counters (on the event loop)."""
         now = self.gw.clock.now()
         body = {
             "exact_cache": {"entries": len(self.exact), "hits": self.exact.hits, "misses": self.exact.misses},
@@ -250,7 +248,7 @@ class LLMGateway:
             "ledger_rows_written": self.ledger.written,
             "grading": self.grading.stats(),
         }
-        return web.json_response(body)
+        return body
 
     def _auth(self, request: web.Request) -> web.Response | ApiKey | None:
         result = self.gw.authenticate(request, "predict", model="llm")

@@ -262,3 +262,42 @@ def summary(db: Database, *, since: datetime, tenant: str | None = None) -> list
         q = q.where(c.tenant == tenant)
     with db.connect() as conn:
         return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def series(
+    db: Database, *, since: datetime, bucket_seconds: int = 60, model: str | None = None
+) -> list[dict[str, Any]]:
+    """Per time bucket and cache layer: requests, tokens, cost, saved tokens and cost, trimmed tokens (what the
+    dashboard charts). Bucketed here rather than in SQL: the same on SQLite and PostgreSQL."""
+    if bucket_seconds < 1:
+        raise InvalidInputError(f"bucket_seconds must be at least 1, got {bucket_seconds}")
+    c = llm_ledger.c
+    q = select(
+        c.at, c.cache, c.input_tokens, c.output_tokens, c.cost, c.saved_tokens, c.saved_cost, c.trimmed_tokens
+    ).where(c.at >= since)
+    if model is not None:
+        q = q.where(c.model_name == model)
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    with db.connect() as conn:
+        for r in conn.execute(q):
+            b = int(r.at.timestamp()) // bucket_seconds * bucket_seconds
+            row = out.setdefault(
+                (b, r.cache),
+                {
+                    "t": b,
+                    "cache": r.cache,
+                    "requests": 0,
+                    "tokens": 0,
+                    "cost": 0.0,
+                    "saved_tokens": 0,
+                    "saved_cost": 0.0,
+                    "trimmed_tokens": 0,
+                },
+            )
+            row["requests"] += 1
+            row["tokens"] += r.input_tokens + r.output_tokens
+            row["cost"] += r.cost
+            row["saved_tokens"] += r.saved_tokens
+            row["saved_cost"] += r.saved_cost
+            row["trimmed_tokens"] += r.trimmed_tokens
+    return [out[k] for k in sorted(out)]

@@ -127,7 +127,7 @@ def _bars(pairs: list[tuple[str, float, float]], title: str) -> str:
     return "".join(parts)
 
 
-def _numeric_pairs(bp: NumericProfile, lp: NumericProfile, bins: int = 20) -> list[tuple[str, float, float]]:
+def numeric_pairs(bp: NumericProfile, lp: NumericProfile, bins: int = 20) -> list[tuple[str, float, float]]:
     lo, hi = bp.quantile(0.005), bp.quantile(0.995)
     if lp.count:
         lo, hi = min(lo, lp.quantile(0.005)), max(hi, lp.quantile(0.995))
@@ -139,7 +139,7 @@ def _numeric_pairs(bp: NumericProfile, lp: NumericProfile, bins: int = 20) -> li
     return [(f"{edges[i]:.3g}-{edges[i + 1]:.3g}", float(cb[i]), float(cl[i])) for i in range(bins)]
 
 
-def _categorical_pairs(bp: CategoricalProfile, lp: CategoricalProfile, top: int = 12) -> list[tuple[str, float, float]]:
+def categorical_pairs(bp: CategoricalProfile, lp: CategoricalProfile, top: int = 12) -> list[tuple[str, float, float]]:
     cats = [c for c, _ in (bp.counts + lp.counts).most_common(top)]
     return [
         (c, bp.counts.get(c, 0) / bp.count if bp.count else 0.0, lp.counts.get(c, 0) / lp.count if lp.count else 0.0)
@@ -220,9 +220,9 @@ def html_report(watch: Watch, model: str, window: float | None = None) -> str:
                 continue
             bp, lp = fs.profiles
             pairs = (
-                _numeric_pairs(bp, lp)
+                numeric_pairs(bp, lp)
                 if isinstance(bp, NumericProfile) and isinstance(lp, NumericProfile)
-                else _categorical_pairs(bp, lp)
+                else categorical_pairs(bp, lp)
                 if isinstance(bp, CategoricalProfile) and isinstance(lp, CategoricalProfile)
                 else []
             )

@@ -40,6 +40,7 @@ from tether.monitor.detectors import (
     missing_test,
     psi,
 )
+from tether.monitor.history import CheckHistory
 from tether.monitor.llm_config import check_graders
 from tether.monitor.profile import CategoricalProfile, DatasetProfile, NumericProfile
 from tether.registry import Registry
@@ -189,6 +190,8 @@ class Watch:
         #: Sequential state lives in the checking process: per (version, feature) CUSUM, per version the last slice.
         self._cusums: dict[tuple[str, str], SliceCusum] = {}
         self._cursor: dict[str, datetime] = {}
+        #: Each check's effects against their alarm lines, for the dashboard (in memory, bounded).
+        self.history = CheckHistory()
 
     # -- configuration -------------------------------------------------------------------------------------
     def config(self, model: str) -> MonitorConfig:
@@ -305,7 +308,9 @@ class Watch:
         now = now or self.clock.now()
         open_ = {(a.version_id, a.feature, a.segment, a.test) for a in self.anomalies(model, open_only=True)}
         new: list[Anomaly] = []
-        for vs in self.evaluate(model, now=now, config=config):
+        versions = self.evaluate(model, now=now, config=config)
+        self.history.record(model, now, versions)
+        for vs in versions:
             for fs in vs.features:
                 for t in fs.tests:
                     key = (vs.version_id, t.feature, t.segment, t.finding.test)

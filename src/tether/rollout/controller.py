@@ -201,19 +201,20 @@ class Controller:
             events += self._running(ro) if ro.state == "running" else self._watching(ro)
         return events
 
-    def evaluate(self, ro: Rollout) -> tuple[dict[str, Comparison], Tally, Tally]:
+    def evaluate(self, ro: Rollout, until: datetime | None = None) -> tuple[dict[str, Comparison], Tally, Tally]:
         """The guardrail comparisons of a rollout's current window (warm instances only: see the gateway's
         warm-up), with the champion's own success floor under ``champion_success_rate`` (it never rolls back;
-        it keeps a step from advancing on degraded evidence)."""
+        it keeps a step from advancing on degraded evidence). ``until``: the window as it stood then (the
+        confidence sequence over time, as the dashboard draws it)."""
         since = ro.step_started_at
         if ro.state == "watching":
-            new = self.metrics.tally(ro.model, ro.candidate_id, "champion", since, warmup=False)
-            old = self.metrics.tally(ro.model, ro.champion_id, "shadow", since, warmup=False)
+            new = self.metrics.tally(ro.model, ro.candidate_id, "champion", since, until, warmup=False)
+            old = self.metrics.tally(ro.model, ro.champion_id, "shadow", since, until, warmup=False)
             mirrored = None
         else:
-            new = self.metrics.tally(ro.model, ro.candidate_id, "canary", since, warmup=False)
-            old = self.metrics.tally(ro.model, ro.champion_id, "champion", since, warmup=False)
-            mirrored = self.metrics.tally(ro.model, ro.candidate_id, "mirror", since, warmup=False)
+            new = self.metrics.tally(ro.model, ro.candidate_id, "canary", since, until, warmup=False)
+            old = self.metrics.tally(ro.model, ro.champion_id, "champion", since, until, warmup=False)
+            mirrored = self.metrics.tally(ro.model, ro.candidate_id, "mirror", since, until, warmup=False)
         g = ro.plan.guardrails
         alpha = ro.plan.alpha / (g.tests() * len(ro.plan.steps))
         out: dict[str, Comparison] = {}
@@ -599,6 +600,12 @@ class Controller:
                 .first()
             )
             return self._row(row) if row else None
+
+    def history(self, model: str) -> list[Rollout]:
+        """Every rollout of ``model``, newest first."""
+        with self.db.connect() as conn:
+            q = select(rollouts).where(rollouts.c.model_name == model).order_by(rollouts.c.id.desc())
+            return [self._row(r) for r in conn.execute(q).mappings()]
 
     def events(self, rollout_id: int) -> list[Event]:
         with self.db.connect() as conn:

@@ -71,11 +71,17 @@ class KeyRing:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._by_hash: dict[str, ApiKey] = {}
+        self._by_id: dict[str, ApiKey] = {}
 
     def refresh(self) -> None:
         with self.db.connect() as conn:
             rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).mappings()
-            self._by_hash = {r["key_hash"]: ApiKey(r["id"], r["name"], r["role"]) for r in rows}
+            by_hash = {r["key_hash"]: ApiKey(r["id"], r["name"], r["role"]) for r in rows}
+        self._by_hash, self._by_id = by_hash, {k.id: k for k in by_hash.values()}
+
+    def active(self, key_id: str) -> ApiKey | None:
+        """The key with this id while it is not revoked (a dashboard session names its key by id)."""
+        return self._by_id.get(key_id)
 
     def check(self, authorization: str | None, action: str) -> tuple[int, str] | ApiKey:
         """The key, or (HTTP status, message) when the request may not do ``action``."""

@@ -1,0 +1,123 @@
+"""Structured search over the sealed audit records: by model, version, trace id, kind and time range, a page at a
+time, newest first. Every filter is a bound parameter of one DuckDB statement over the verified segments: no
+caller's text is ever SQL (``tether audit query`` is the SQL face, for operators on the machine).
+
+Also the last verify: ``tether audit verify`` and ``POST /v1/audit/verify`` keep their result beside the log, so
+the dashboard shows when the whole trail was last checked and what was found.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from tether.audit.log import KINDS, AuditLog
+from tether.core.errors import IntegrityError, InvalidInputError
+from tether.core.hashing import canonical_json
+from tether.core.signing import verify_signature
+
+COLUMNS = ("seq", "kind", "trace_id", "at", "model", "version_id", "input_digest", "output_digest", "payload")
+QUOTED = ", ".join(f'"{c}"' for c in COLUMNS)  # "at" is a DuckDB keyword
+LAST_VERIFY = "last-verify.json"
+
+
+@dataclass(frozen=True)
+class Filters:
+    model: str | None = None
+    version: str | None = None
+    trace: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def check(self) -> Filters:
+        if self.kind is not None and self.kind not in KINDS:
+            raise InvalidInputError(f"unknown record kind {self.kind!r}", hint=f"one of {', '.join(KINDS)}")
+        for name, t in (("since", self.since), ("until", self.until)):
+            if t is not None and t.tzinfo is None:
+                raise InvalidInputError(f"{name} needs a time zone (e.g. 2026-12-03T10:00:00Z)")
+        if self.since and self.until and self.since > self.until:
+            raise InvalidInputError(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
+        return self
+
+
+def search(log: AuditLog, filters: Filters, *, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """One page of matching records (newest first) and how many match in all."""
+    import duckdb
+
+    filters.check()
+    files = [str(p) for p in log.verified_segments()]
+    if not files:
+        return [], 0
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("model", filters.model),
+        ("kind", filters.kind),
+        ("trace_id", filters.trace),
+    ):
+        if value is not None:
+            where.append(f'"{column}" = ?')
+            params.append(value)
+    if filters.version is not None:  # an id or an id prefix, as everywhere else
+        where.append("starts_with(version_id, ?)")
+        params.append(filters.version.lower())
+    if filters.since is not None:
+        where.append('"at" >= ?')
+        params.append(filters.since)
+    if filters.until is not None:
+        where.append('"at" <= ?')
+        params.append(filters.until)
+    sql = (
+        f"SELECT count(*) OVER () AS total, {QUOTED} FROM read_parquet(?)"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + ' ORDER BY "seq" DESC LIMIT ? OFFSET ?'
+    )
+    con = duckdb.connect()
+    try:
+        rows = con.execute(sql, [files, *params, limit, offset]).fetchall()
+        if not rows and offset:
+            total = con.execute(
+                "SELECT count(*) FROM read_parquet(?)" + (f" WHERE {' AND '.join(where)}" if where else ""),
+                [files, *params],
+            ).fetchone()
+            return [], int(total[0]) if total else 0
+    finally:
+        con.close()
+    out = []
+    for r in rows:
+        rec = dict(zip(COLUMNS, r[1:], strict=True))
+        rec["at"] = rec["at"].isoformat()
+        rec["payload"] = orjson.loads(rec["payload"]) if rec["payload"] else None
+        out.append(rec)
+    return out, int(rows[0][0]) if rows else 0
+
+
+def record_verify(log: AuditLog, report: Any, *, at: datetime, actor: str) -> dict[str, Any]:
+    """Keep a verify's result beside the log, signed with the store's key (written whole: a crash leaves the
+    previous one), so an edited file shows as unsigned rather than as a clean bill of health."""
+    doc: dict[str, Any] = {**asdict(report), "ok": report.ok, "at": at.isoformat(), "actor": actor}
+    doc["signature"] = log.key.sign(canonical_json(doc))
+    tmp = log.root / (LAST_VERIFY + ".tmp")
+    tmp.write_bytes(orjson.dumps(doc))
+    os.replace(tmp, log.root / LAST_VERIFY)
+    return {**doc, "signature_ok": True}
+
+
+def last_verify(log: AuditLog) -> dict[str, Any] | None:
+    """The last verify's result with ``signature_ok``: whether the store's key signed exactly this."""
+    path = log.root / LAST_VERIFY
+    if not path.exists():
+        return None
+    try:
+        doc = orjson.loads(path.read_bytes())
+        sig = doc.pop("signature", "")
+        verify_signature(log.key.public_key_hex, canonical_json(doc), sig, what="the last verify")
+        ok = True
+    except (orjson.JSONDecodeError, IntegrityError, TypeError, AttributeError):
+        ok = False
+    return {**(doc if isinstance(doc, dict) else {}), "signature_ok": ok}
