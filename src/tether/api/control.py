@@ -30,6 +30,10 @@ The data plane (`POST /v1/models/{name}/predict`, `POST /v1/feedback`, `POST /v1
 `GET /v1/models`) is described in docs/api.md."""
 
 
+#: The control plane's routes, one router per domain package (as the CLI has a module per command group).
+ROUTERS = [m.router for m in (registry, gate, rollout, monitor, llm, audit, keys)]
+
+
 def control_app(server: Server) -> FastAPI:
     from tether import __version__
 
@@ -43,8 +47,8 @@ def control_app(server: Server) -> FastAPI:
     )
     app.state.server = server
     problems.install(app)
-    for module in (registry, gate, rollout, monitor, llm, audit, keys):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/reference", response_class=HTMLResponse, include_in_schema=False)
     def reference() -> HTMLResponse:

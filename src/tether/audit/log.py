@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from tether.audit import checkpoint as ckpt
 from tether.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from tether.audit.payload import apply_policy, digest_of, load_secret
+from tether.audit.segments import Summaries
 from tether.audit.wal import WriteAheadLog, scan
 from tether.core import IntegrityError, InvalidInputError, NotFoundError, Settings, SigningKey, TetherError
 
@@ -146,6 +147,11 @@ class AuditLog:
             self.writer = True
         except BlockingIOError:
             self.writer = False
+        self._digest_cache: dict[str, tuple[tuple[int, ...], str]] = {}
+        #: What each segment holds (rows per model and kind, time and trace ranges): searches read only those
+        #: that can match.
+        self.summaries = Summaries()
+        self._checkpoint_cache: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
         self.tree = MerkleTree()
         #: Segments that could not be read: reading and verifying go on (verify names them); writing refuses.
         self.damaged: list[str] = []
@@ -326,10 +332,23 @@ class AuditLog:
     def checkpoints(self) -> list[dict[str, Any]]:
         out = []
         for p in sorted((self.root / "checkpoints").glob("*.json")):
-            doc = orjson.loads(p.read_bytes())
-            doc["file"] = p.name
-            out.append(doc)
+            key = _stat_key(p)
+            cached = self._checkpoint_cache.get(p.name)
+            if cached is None or cached[0] != key:
+                doc = orjson.loads(p.read_bytes())
+                doc["file"] = p.name
+                cached = self._checkpoint_cache[p.name] = (key, doc)
+            out.append(dict(cached[1]))
         return out
+
+    def _segment_digest(self, seg: Path) -> str:
+        """A segment's SHA-256, re-hashed whenever its inode, size, mtime or ctime moved (any write moves the
+        kernel's ctime, which no user-space call can set back), so a page load does not re-read every segment."""
+        key = _stat_key(seg)
+        cached = self._digest_cache.get(seg.name)
+        if cached is None or cached[0] != key:
+            cached = self._digest_cache[seg.name] = (key, ckpt.file_digest(seg))
+        return cached[1]
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run SQL over the sealed records (the view ``records``) with DuckDB."""
@@ -367,7 +386,7 @@ class AuditLog:
                     hint="a segment was added or its checkpoint removed; run 'tether audit verify'",
                 )
             want = covered[seg.name]  # None: a checkpoint from before segment digests (its leaves still verify)
-            if want is not None and (got := ckpt.file_digest(seg)) != want:
+            if want is not None and (got := self._segment_digest(seg)) != want:
                 raise IntegrityError(
                     f"audit segment {seg.name} was changed after it was sealed (its bytes no longer match its "
                     "signed checkpoint)",
@@ -381,7 +400,9 @@ class AuditLog:
     def trace(self, trace_id: str) -> dict[str, Any]:
         """A record by trace id with its inclusion proof against the latest checkpoint, proven from the record's
         own content (its leaf recomputed, never read from a stored column)."""
-        for seg in reversed(self.verified_segments()):
+        verified = self.verified_segments()
+        candidates = [x.path for x in self.summaries.of(verified) if x.min_trace <= trace_id <= x.max_trace]
+        for seg in reversed(candidates):
             table = pq.read_table(seg, filters=[("trace_id", "=", trace_id)])
             if table.num_rows:
                 row = table.to_pylist()[0]
@@ -461,6 +482,11 @@ def _legacy_digest(cp: dict[str, Any]) -> str:
 
 def _checkpoint_message(size: int, root: str, at: str) -> bytes:
     return f"tether-audit-checkpoint\n{size}\n{root}\n{at}\n".encode()
+
+
+def _stat_key(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _fsync_rename(tmp: Path, dest: Path) -> None:

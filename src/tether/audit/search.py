@@ -50,16 +50,12 @@ def search(log: AuditLog, filters: Filters, *, limit: int = 50, offset: int = 0)
     import duckdb
 
     filters.check()
-    files = [str(p) for p in log.verified_segments()]
-    if not files:
+    found = [x for x in log.summaries.of(log.verified_segments()) if x.may_match(filters)]
+    if not found:
         return [], 0
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (
-        ("model", filters.model),
-        ("kind", filters.kind),
-        ("trace_id", filters.trace),
-    ):
+    for column, value in (("model", filters.model), ("kind", filters.kind), ("trace_id", filters.trace)):
         if value is not None:
             where.append(f'"{column}" = ?')
             params.append(value)
@@ -72,29 +68,56 @@ def search(log: AuditLog, filters: Filters, *, limit: int = 50, offset: int = 0)
     if filters.until is not None:
         where.append('"at" <= ?')
         params.append(filters.until)
-    sql = (
-        f"SELECT count(*) OVER () AS total, {QUOTED} FROM read_parquet(?)"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + ' ORDER BY "seq" DESC LIMIT ? OFFSET ?'
-    )
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    exact = [x.exact(filters) for x in found]
     con = duckdb.connect()
     try:
-        rows = con.execute(sql, [files, *params, limit, offset]).fetchall()
-        if not rows and offset:
-            total = con.execute(
-                "SELECT count(*) FROM read_parquet(?)" + (f" WHERE {' AND '.join(where)}" if where else ""),
-                [files, *params],
+        if all(n is not None for n in exact):
+            total = sum(n or 0 for n in exact)
+        else:
+            counted = con.execute(
+                f"SELECT count(*) FROM read_parquet(?){cond}", [[str(x.path) for x in found], *params]
             ).fetchone()
-            return [], int(total[0]) if total else 0
+            total = int(counted[0]) if counted else 0
+        # The page is the newest matches: read the fewest newest segments that hold offset + limit of them
+        # (exactly known from the summaries, or bounded by their row counts and widened when short).
+        need, bound, take = offset + limit, 0, 0
+        for x, n in zip(reversed(found), reversed(exact), strict=True):
+            take += 1
+            bound += x.rows if n is None else n
+            if bound >= need:
+                break
+        while True:
+            files = [str(x.path) for x in found[len(found) - take :]]
+            seqs = [
+                r[0]
+                for r in con.execute(
+                    f'SELECT "seq" FROM read_parquet(?){cond} ORDER BY "seq" DESC LIMIT ? OFFSET ?',
+                    [files, *params, limit, offset],
+                ).fetchall()
+            ]
+            if len(seqs) == limit or take == len(found) or all(n is not None for n in exact):
+                break
+            take = min(len(found), take * 2)
+        # Only the page's rows are read whole (row groups pruned by seq).
+        rows = (
+            con.execute(
+                f'SELECT {QUOTED} FROM read_parquet(?) WHERE "seq" BETWEEN ? AND ? AND list_contains(?, "seq") '
+                'ORDER BY "seq" DESC',
+                [files, min(seqs), max(seqs), seqs],
+            ).fetchall()
+            if seqs
+            else []
+        )
     finally:
         con.close()
     out = []
     for r in rows:
-        rec = dict(zip(COLUMNS, r[1:], strict=True))
+        rec = dict(zip(COLUMNS, r, strict=True))
         rec["at"] = rec["at"].isoformat()
         rec["payload"] = orjson.loads(rec["payload"]) if rec["payload"] else None
         out.append(rec)
-    return out, int(rows[0][0]) if rows else 0
+    return out, total
 
 
 def record_verify(log: AuditLog, report: Any, *, at: datetime, actor: str) -> dict[str, Any]:

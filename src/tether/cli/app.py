@@ -92,14 +92,22 @@ def serve(
 def demo(
     home: Annotated[Path | None, typer.Option(help="Keep the demo store here (default: a fresh temp folder).")] = None,
     rows: Annotated[int, typer.Option(help="Transactions to generate.")] = 50_000,
+    serve: Annotated[bool, typer.Option("--serve", help="Then leave the dashboard up on the demo's data.")] = False,
+    port: Annotated[int, typer.Option(help="The dashboard's port with --serve (0: any free port).")] = 8080,
 ) -> None:
-    """The tour: generate fraud data, train, register, alias, reproduce, retrain, catch tampering.
+    """The tour: generate fraud data, train, register, gate, serve, roll out, watch drift, run LLM traffic and its
+    evaluation loop, and check the audit trail; with --serve, then the dashboard on that data.
 
-    Example: tether demo
+    Example: tether demo --serve
     """
     from tether.cli.demo import run_demo
 
-    run_demo(home=home, rows=rows)
+    store = run_demo(home=home, rows=rows)
+    if serve:
+        from tether.cli.demo_serve import serve_dashboard
+        from tether.core.settings import Settings
+
+        serve_dashboard(Settings(home=store, database_url="", blob_url=""), port=port)
 
 
 def main() -> None:

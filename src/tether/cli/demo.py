@@ -127,7 +127,8 @@ def _gate(reg: Registry, project: Path, v: ModelVersion) -> str:
     return report.verdict.value
 
 
-def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
+def run_demo(*, home: Path | None = None, rows: int = 50_000) -> Path:
+    """Run the tour; returns the store's home (under ``home``, or a fresh temporary folder)."""
     root = Path(home).absolute() if home else Path(tempfile.mkdtemp(prefix="tether-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     store_home = root / ".tether"
@@ -281,7 +282,8 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
     _step("Next")
     console.print("  (run these with the virtual environment active: source .venv/bin/activate)")
     h = f"--home {store_home}"
-    console.print(f"  tether {h} serve --no-auth     # then, in another terminal:")
+    console.print(f"  tether {h} serve --no-auth   # the dashboard: http://127.0.0.1:8080/ (or tether demo --serve)")
+    console.print("  then, in another terminal:")
     console.print(f"  tether {h} rollout status fraud --watch 2")
     console.print(f"  tether {h} monitor status fraud")
     console.print(f"  tether {h} audit verify")
@@ -294,6 +296,7 @@ def run_demo(*, home: Path | None = None, rows: int = 50_000) -> None:
     console.print(f"  tether {h} gate show <report> --html report.html")
     console.print(f"  tether {h} alias history fraud")
     console.print(f"  tether {h} reproduce fraud/1 {root / 'fraud-1'} --retrain")
+    return store_home
 
 
 def _serve_and_roll_out(reg: Registry, project: Path, settings: Settings) -> None:
@@ -658,6 +661,9 @@ def _audit(reg: Registry, settings: Settings) -> None:
         Bridge(reg, log).sync()  # alias moves, gate verdicts, rollout decisions, anomalies
         log.seal()
         report = log.verify()
+        from tether.audit.search import record_verify
+
+        record_verify(log, report, at=reg.clock.now(), actor=settings.actor)  # the dashboard shows it
         _, rows = log.query(
             "SELECT version_id, count(*) AS n FROM records WHERE kind = 'prediction' GROUP BY 1 ORDER BY n DESC"
         )

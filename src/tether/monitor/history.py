@@ -44,15 +44,14 @@ class CheckHistory:
         with self._lock:
             self._by_model.setdefault(model, deque(maxlen=self.keep)).append({"t": at.timestamp(), "points": points})
 
-    def series(self, model: str) -> dict[str, list[dict[str, Any]]]:
-        """``"version feature test"`` -> [{t, effect, min_shift, adjusted_p, alarm}], oldest first."""
+    def series(self, model: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """``"version feature"`` -> test -> [{t, effect, min_shift, adjusted_p, alarm}], oldest first."""
         with self._lock:
             checks = list(self._by_model.get(model, ()))
-        out: dict[str, list[dict[str, Any]]] = {}
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for check in checks:
             for p in check["points"]:
-                key = f"{p['version'][:12]} {p['feature']} {p['test']}"
-                out.setdefault(key, []).append(
-                    {"t": check["t"], **{k: p[k] for k in ("effect", "min_shift", "adjusted_p", "alarm")}}
-                )
+                kept = {k: p[k] for k in ("effect", "min_shift", "adjusted_p", "alarm")}
+                key = f"{p['version'][:12]} {p['feature']}"
+                out.setdefault(key, {}).setdefault(p["test"], []).append({"t": check["t"], **kept})
         return out

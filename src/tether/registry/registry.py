@@ -463,27 +463,40 @@ class Registry:
             if name is not None and not rows:
                 raise self._unknown_model(conn, name)
             tags = alias_ops.of_versions(conn, name)
-            built = [self._build(conn, r, tags.get(r["id"], [])) for r in rows]
+            legs: dict[tuple[str, str], Any] = {}
+            built = [self._build(conn, r, tags.get(r["id"], []), legs) for r in rows]
             problems = [p for p in map(integrity.row_problem, built) if p]
             problems += integrity.missing(conn, built, name)
         bad = {mv.id for mv in built if integrity.row_problem(mv)}
         return [mv for mv in built if mv.id not in bad], problems
 
-    def _build(self, conn: Connection, row: RowMapping, tags: list[str]) -> ModelVersion:
-        c = conn.execute(select(code_refs).where(code_refs.c.digest == row["code_digest"])).mappings().one()
-        d = conn.execute(select(data_snapshots).where(data_snapshots.c.digest == row["data_digest"])).mappings().one()
-        w = (
-            conn.execute(select(weights_artifacts).where(weights_artifacts.c.digest == row["weights_digest"]))
-            .mappings()
-            .one()
-        )
+    def _build(
+        self, conn: Connection, row: RowMapping, tags: list[str], legs: dict[tuple[str, str], Any] | None = None
+    ) -> ModelVersion:
+        """A version from its row and its triad's rows; ``legs`` caches the triad rows across many versions
+        (a listing reads each distinct code, data and weights row once, not three queries per version)."""
+        legs = {} if legs is None else legs
+        found = []
+        for table, column in (
+            (code_refs, "code_digest"),
+            (data_snapshots, "data_digest"),
+            (weights_artifacts, "weights_digest"),
+        ):
+            key = (table.name, row[column])
+            if key not in legs:
+                leg = conn.execute(select(table).where(table.c.digest == row[column])).mappings().one()
+                legs[key] = from_row(
+                    {code_refs: CodeRef, data_snapshots: DataSnapshot}.get(table, WeightsArtifact), leg
+                )
+            found.append(legs[key])
+        code, data, weights = found
         return ModelVersion(
             id=VersionId(row["id"]),
             name=row["name"],
             number=row["number"],
-            code=from_row(CodeRef, c),
-            data=from_row(DataSnapshot, d),
-            weights=from_row(WeightsArtifact, w),
+            code=code,
+            data=data,
+            weights=weights,
             flavor=row["flavor"],
             flavor_config=row["flavor_config"],
             input_schema=row["input_schema"],

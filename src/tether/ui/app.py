@@ -47,6 +47,16 @@ def ui_caller(request: Request) -> Caller:
 Viewer = Annotated[Caller, Depends(ui_caller)]
 
 
+#: Dashboard pages run only their own scripts (inline JSON blocks are data, never run) and are framed only here.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'self'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
 def render(request: Request, template: str, caller: Caller, status_code: int = 200, **context: Any) -> HTMLResponse:
     server = request.app.state.server
     return templates.TemplateResponse(
@@ -62,6 +72,7 @@ def render(request: Request, template: str, caller: Caller, status_code: int = 2
             **context,
         },
         status_code=status_code,
+        headers=HEADERS,
     )
 
 
@@ -83,7 +94,9 @@ router = APIRouter(include_in_schema=False)
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/") -> HTMLResponse:
     request.scope["tether.ui"] = True
-    return templates.TemplateResponse(request, "login.html", {"next": _local(next), "error": None, "caller": None})
+    return templates.TemplateResponse(
+        request, "login.html", {"next": _local(next), "error": None, "caller": None}, headers=HEADERS
+    )
 
 
 @router.post("/login")
@@ -130,5 +143,9 @@ def install(app: FastAPI, server: Server) -> None:
 def error_page(request: Request, status: int, message: str, hint: str | None) -> HTMLResponse:
     """How a dashboard page shows a `Problem` (the API's handlers call this for requests marked as pages)."""
     return templates.TemplateResponse(
-        request, "error.html", {"status": status, "message": message, "hint": hint, "caller": None}, status_code=status
+        request,
+        "error.html",
+        {"status": status, "message": message, "hint": hint, "caller": None},
+        status_code=status,
+        headers=HEADERS,
     )

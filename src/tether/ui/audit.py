@@ -5,6 +5,7 @@ checkpoints; verify now. The same `search`, `AuditLog.trace` and verify as ``tet
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Annotated
 
@@ -86,7 +87,12 @@ def trace_page(request: Request, caller: Viewer, trace_id: str) -> HTMLResponse:
         "proof": found["proof"],
         "root": found["checkpoint"]["root"],
     }
-    return render(request, "trace.html", caller, found=found, proof=proof)
+    raw = found["record"].get("payload") or ""
+    try:
+        payload = json.dumps(json.loads(raw), indent=2, sort_keys=True)
+    except ValueError:
+        payload = raw
+    return render(request, "trace.html", caller, found=found, proof=proof, payload=payload)
 
 
 @router.post("/audit/verify")

@@ -3,8 +3,14 @@ lines), the browser only draws it with uPlot. A value of None is a gap."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no NaN or Infinity (JSON.parse refuses them): a non-finite value is a gap."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def chart(
@@ -20,7 +26,7 @@ def chart(
     return {
         "title": title,
         "x": list(x),
-        "series": [dict(s) for s in series],
+        "series": [{**s, "values": [_finite(v) for v in s["values"]]} for s in series],
         "ylabel": ylabel,
         "empty": empty,
         "time": time,
@@ -29,9 +35,16 @@ def chart(
 
 
 def line(
-    label: str, values: Sequence[float | None], *, color: str | None = None, dash: bool = False, steps: bool = False
+    label: str,
+    values: Sequence[float | None],
+    *,
+    color: str | None = None,
+    dash: bool = False,
+    steps: bool = False,
+    ref: bool = False,
 ) -> dict[str, Any]:
-    return {"label": label, "values": list(values), "color": color, "dash": dash, "steps": steps}
+    """A series; ``ref``: a reference line (a margin, an alarm line), drawn but not counted as data."""
+    return {"label": label, "values": list(values), "color": color, "dash": dash, "steps": steps, "ref": ref}
 
 
 def aligned(rows_by_label: dict[str, list[dict[str, Any]]], field: str) -> tuple[list[float], dict[str, list[Any]]]:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from tether.monitor.profile import CategoricalProfile, NumericProfile
 from tether.monitor.report import categorical_pairs, numeric_pairs, version_json
 from tether.ui.app import Viewer, render
-from tether.ui.charts import chart, line
+from tether.ui.charts import aligned, chart, line
 
 router = APIRouter(include_in_schema=False)
 WATCHERS = ("drift-watch", "llm-watch")
@@ -43,15 +43,23 @@ def distribution(fs: Any) -> dict[str, Any] | None:
     return spec
 
 
-def statistic(key: str, points: list[dict[str, Any]]) -> dict[str, Any]:
+def statistic(key: str, tests: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One feature's tests at every check, each effect over its minimum shift: a test alarms above 1 (when its
+    family-adjusted p-value is also under the level)."""
+    rows = {
+        test: [
+            {"t": p["t"], "ratio": p["effect"] / p["min_shift"] if p["effect"] is not None and p["min_shift"] else None}
+            for p in pts
+        ]
+        for test, pts in tests.items()
+    }
+    xs, ys = aligned(rows, "ratio")
     return chart(
-        f"{key}: effect at each check, against the alarm line",
-        [p["t"] for p in points],
-        [
-            line("effect", [p["effect"] for p in points], color="#2f6fde"),
-            line("alarm line (minimum shift)", [p["min_shift"] for p in points], color="#b3261e", dash=True),
-        ],
-        ylabel="effect",
+        f"{key}: effect / minimum shift at each check",
+        xs,
+        [line(test, v) for test, v in ys.items()]
+        + [line("alarm line", [1.0] * len(xs), color="#b3261e", dash=True, ref=True)],
+        ylabel="effect / minimum",
         height=180,
     )
 
@@ -81,7 +89,7 @@ def drift_page(request: Request, caller: Viewer, name: str) -> HTMLResponse:
         name=name,
         config=config,
         versions=shown,
-        statistics=[(k, statistic(k, pts)) for k, pts in sorted(history.items())],
+        statistics=[(k, statistic(k, tests)) for k, tests in sorted(history.items())],
         anomalies=watch.anomalies(name, limit=100),
         actions=actions,
         table=server.gateway.tables.get(name),

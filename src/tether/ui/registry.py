@@ -96,7 +96,7 @@ def version_page(request: Request, caller: Viewer, ref: str) -> HTMLResponse:
     reg = server.registry
     mv = reg.get(ref)
     reports = [r for r in list_reports(reg, mv.name) if r["candidate_id"] == mv.id][::-1]
-    champion = next((v for v in reg.versions(mv.name) if "champion" in v.aliases), None)
+    champion = reg.get(f"{mv.name}@champion") if "champion" not in mv.aliases and _has_champion(reg, mv.name) else None
     return render(
         request,
         "version.html",
@@ -108,6 +108,13 @@ def version_page(request: Request, caller: Viewer, ref: str) -> HTMLResponse:
         champion=champion,
         history=[e for e in reg.alias_history(mv.name) if mv.id in (e.version_id, e.previous_version_id)][::-1],
     )
+
+
+def _has_champion(reg: Any, name: str) -> bool:
+    from tether.registry import aliases
+
+    with reg.store.db.connect() as conn:
+        return aliases.current(conn, name, "champion") is not None
 
 
 @router.get("/compare", response_class=HTMLResponse)

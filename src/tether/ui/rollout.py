@@ -67,7 +67,7 @@ def charts(tl: dict[str, Any]) -> dict[str, dict[str, Any]]:
             [
                 line("lower", [p["lower"] for p in pts], color="#2f6fde"),
                 line("upper", [p["upper"] for p in pts], color="#2f6fde"),
-                line("allowed margin", [p["margin"] for p in pts], color="#b3261e", dash=True),
+                line("allowed margin", [p["margin"] for p in pts], color="#b3261e", dash=True, ref=True),
             ],
             ylabel="difference",
             empty="no comparisons yet",

@@ -10,7 +10,7 @@
     var spec = JSON.parse(src.textContent);
     el.innerHTML = "";
     var points = 0;
-    spec.series.forEach(function (s) { s.values.forEach(function (v) { if (v !== null) points++; }); });
+    spec.series.forEach(function (s) { if (!s.ref) s.values.forEach(function (v) { if (v !== null) points++; }); });
     el.dataset.points = String(points);
     if (!spec.x.length || !points) {
       el.innerHTML = '<div class="empty">' + (spec.empty || "no data yet") + "</div>";
@@ -29,7 +29,9 @@
     var width = Math.max(260, el.clientWidth || 600);
     var opts = {
       title: spec.title, width: width, height: spec.height || 220, series: series,
-      scales: { x: { time: spec.time !== false } },
+      scales: { x: { time: spec.time !== false, range: function (u, lo, hi) {
+        return lo === hi ? [lo - (spec.time === false ? 1 : 30), hi + (spec.time === false ? 1 : 30)] : [lo, hi];
+      } } },
       axes: [spec.labels ? { values: function (u, vals) { return vals.map(function (v) { return spec.labels[v] || ""; }); } } : {},
              { label: spec.ylabel || "", size: 60 }],
       legend: { live: true },
@@ -39,7 +41,9 @@
   }
 
   function drawAll(root) {
-    (root || document).querySelectorAll("[data-chart]").forEach(draw);
+    (root || document).querySelectorAll("[data-chart]").forEach(function (el) {
+      try { draw(el); } catch (err) { el.dataset.error = String(err); el.textContent = "chart error: " + err; }
+    });
   }
 
   function hex(buf) {
