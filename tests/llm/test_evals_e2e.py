@@ -114,7 +114,7 @@ def test_every_interaction_is_checked_a_sample_is_graded_and_scores_reach_the_tr
                     got = await r.json()
                     assert r.status == 200 and len(got["scores"]) == 5
                 async with s.get(server.url + "/v1/models/helpdesk/llm/scores?limit=zero") as r:
-                    assert r.status == 400 and "limit" in (await r.json())["error"]
+                    assert r.status == 422 and "limit" in (await r.json())["error"]
                 async with s.get(server.url + "/v1/models/nope/llm/status") as r:
                     assert r.status == 404
                 async with s.get(server.url + "/v1/models/helpdesk/llm/status") as r:

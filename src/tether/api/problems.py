@@ -120,7 +120,10 @@ def install(app: FastAPI) -> None:
     async def _invalid(request: Request, e: RequestValidationError) -> Response:
         errors = list(e.errors())
         fields = [{"field": ".".join(str(p) for p in x.get("loc", ())), "rule": x.get("msg", "")} for x in errors]
-        if any(x.get("type") == "json_invalid" for x in errors):
+        whole_body = [
+            x for x in errors if tuple(x.get("loc", ())) == ("body",) and isinstance(x.get("input"), bytes | str)
+        ]
+        if whole_body or any(x.get("type") == "json_invalid" for x in errors):
             return problem(400, "malformed JSON in the body", code="bad_request", hint="send a JSON object")
         message = "; ".join(_field(x) for x in errors[:5]) or "the request is invalid"
         hint = "see GET /openapi.json or /reference for this route"
