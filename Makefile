@@ -20,7 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile --ignore=tests/ui/test_dashboard.py $(PYTEST_ARGS)
+	# The browser test (the demo, a real server, Chromium) runs alone: beside it, the latency evidence of the
+	# rollout end-to-end tests is judged on a machine it loads unevenly.
+	$(BIN)/pytest tests/ui/test_dashboard.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
