@@ -72,7 +72,19 @@ def test_missing_driver_names_the_extra(monkeypatch):
 
 
 #: Tables that change by design (pointers and state machines whose history lives in an insert-only table).
-MUTABLE = {"routing", "rollouts", "api_keys", "endpoints", "live_profiles", "monitor_configs", "llm_budgets"}
+# Working state, not records: the evidence a decision used is copied into its immutable rollout event.
+MUTABLE = {
+    "routing",
+    "rollouts",
+    "api_keys",
+    "endpoints",
+    "live_profiles",
+    "monitor_configs",
+    "llm_budgets",
+    "leases",
+    "metric_slices",
+    "replicas",
+}
 
 
 def test_every_table_is_either_insert_only_or_named_mutable():

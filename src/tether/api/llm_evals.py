@@ -41,6 +41,8 @@ class LLMEvals:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(1.0)
+            if not self.server.replica.leads:
+                continue
             try:
                 found = await loop.run_in_executor(None, self.tick)
                 for model, new in found.items():

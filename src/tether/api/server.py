@@ -1,4 +1,5 @@
-"""`tether serve`: the gateway, the instances and the rollout controller in one process.
+"""`tether serve`: the gateway, the instances and the rollout controller in one process (``role="all"``), or
+one part of them beside other processes on shared engines (see `tether.api.replica`).
 
 Background loops: every ``refresh_seconds`` the routing tables and API keys are re-read and instances are
 reconciled (every version a table names is started; versions no table names are stopped); every
@@ -20,6 +21,7 @@ from aiohttp import web
 from aiohttp_asgi import ASGIResource
 
 from tether.api.llm_evals import LLMEvals
+from tether.api.replica import Replica
 from tether.audit.bridge import Bridge
 from tether.audit.log import AuditLog
 from tether.audit.sink import AuditSink
@@ -55,6 +57,10 @@ class Server:
         tick_seconds: float = 5.0,
         refresh_seconds: float = 0.5,
         clock: Clock | None = None,
+        role: str = "all",
+        replica: str | None = None,
+        lease_ttl: float = 6.0,
+        publish_seconds: float = 2.0,
     ) -> None:
         self.settings = settings
         self.host, self.port = host, port
@@ -87,9 +93,16 @@ class Server:
             profiler=self.profiler,
             audit=self.audit,
         )
-        self.controller = Controller(self.registry, self.metrics, clock=self.clock)
+        self.replica = Replica(self, role=role, name=replica, lease_ttl=lease_ttl, publish_seconds=publish_seconds)
+        self.gateway.health_extra = self.replica.health
+        self.gateway.metrics_extra = self.replica.prometheus
+        # The controller judges the evidence of every replica (this process's alone on the embedded default);
+        # when scaled out its automatic decisions, and the watches' anomalies, are fenced by the leader lease.
+        self.controller = Controller(self.registry, self.replica.evidence, clock=self.clock, fence=self.replica.fence)
+        self.watch.fence = self.replica.fence
         self.llm = LLMGateway(self.gateway, evals=self._llm_evals)
         self.llm_evals = LLMEvals(self)
+        self.llm_evals.watch.watch.fence = self.replica.fence
         # The control plane and the dashboard answer what no data-plane route matched (registered last).
         from tether.api.control import control_app, mounted
 
@@ -119,7 +132,10 @@ class Server:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.llm.start()
-        self.refresh()
+        self.refresh()  # at start a database that cannot be read is an error, not a degraded mode
+        self.replica.start_listening(self._loop)
+        if self.replica.lease is not None:
+            await asyncio.to_thread(self.replica.lease.hold)
         if self.keys is not None:
             self.keys.refresh()
         self._runner = web.AppRunner(self.gateway.app, access_log=None)
@@ -127,15 +143,20 @@ class Server:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        self._tasks = [
-            asyncio.create_task(self._refresh_loop()),
-            asyncio.create_task(self._control_loop()),
-            asyncio.create_task(self.profiler.run()),
-            asyncio.create_task(self._monitor_loop()),
-            asyncio.create_task(self.llm.run()),
-            asyncio.create_task(self.llm.grading.run()),
-            asyncio.create_task(self.llm_evals.loop()),
-        ]
+        self._tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self.llm.run())]
+        if self.replica.serves:
+            self._tasks += [asyncio.create_task(self.profiler.run()), asyncio.create_task(self.llm.grading.run())]
+        if self.replica.decides:
+            self._tasks += [
+                asyncio.create_task(self._control_loop()),
+                asyncio.create_task(self._monitor_loop()),
+                asyncio.create_task(self.llm_evals.loop()),
+            ]
+        if self.replica.shared:
+            self._tasks += [
+                asyncio.create_task(self.replica.lease_loop()),
+                asyncio.create_task(self.replica.publish_loop()),
+            ]
         if self.audit is not None:
             # Kept apart: they must outlive the requests in flight at shutdown, which await their records.
             self._audit_tasks = [
@@ -152,6 +173,8 @@ class Server:
         with self.registry.store.db.connect() as conn:
             endpoints = routing_table.read_endpoints(conn)
         self.runtime.remote.update({**self.llm.remote_endpoints(), **endpoints})
+        if not self.replica.serves:
+            return  # a controller runs no instances
         wanted = {v for t in self.gateway.tables.values() for v in (t.champion, t.canary, t.shadow) if v}
         for vid in wanted:
             if self.runtime.instance(vid) is None and vid not in self._pending:
@@ -163,6 +186,15 @@ class Server:
                 stopping: asyncio.Future[None] = asyncio.ensure_future(self.runtime.stop(inst.version_id))
                 self._stopping[inst.version_id] = stopping
                 stopping.add_done_callback(functools.partial(_discard, self._stopping, inst.version_id))
+
+    def refresh_safely(self) -> None:
+        """`refresh`, keeping the last tables when the database cannot be read (fail static; counted, reported)."""
+        try:
+            self.refresh()
+        except Exception as e:
+            self.replica.refreshed(e)
+        else:
+            self.replica.refreshed(None)
 
     def refresh_soon(self) -> None:
         """Re-read the routing tables on the event loop now (from a control-plane route's worker thread)."""
@@ -192,18 +224,18 @@ class Server:
         n = 0
         while True:
             await asyncio.sleep(self.refresh_seconds)
-            try:
-                self.refresh()
-                n += 1
-                if self.keys is not None and n % 10 == 0:
+            self.refresh_safely()
+            n += 1
+            if self.keys is not None and n % 10 == 0:
+                with contextlib.suppress(Exception):  # the last keys read stay valid while the database is away
                     self.keys.refresh()
-            except Exception:
-                log.exception("refresh failed")
 
     async def _control_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.tick_seconds)
+            if not self.replica.leads:
+                continue
             try:
                 for event in await loop.run_in_executor(None, self.controller.tick):
                     log.warning("rollout %s: %s (%s)", event.rollout_id, event.kind, event.reason)
@@ -216,6 +248,8 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(1.0)
+            if not self.replica.leads:
+                continue
             try:
                 found = await loop.run_in_executor(None, self.monitor_tick)
                 for model, new in found.items():
@@ -325,6 +359,8 @@ class Server:
             await self.llm.close()  # background calibration calls, the last ledger rows
         if self.audit is not None:
             await self.audit.close()  # seals what the write-ahead log holds
+        with contextlib.suppress(Exception):
+            await self.replica.close()  # the last metric slices published, the lease given up
         await self.runtime.close()
         self.registry.close()
 

@@ -18,7 +18,7 @@ import typer
 from tether.cli import audit, gate, keys, llm, llm_evals, monitor, registry, rollout
 from tether.cli.common import State, settings
 from tether.cli.output import console, err_console
-from tether.core import TetherError
+from tether.core import InvalidInputError, TetherError
 
 app = typer.Typer(
     name="tether",
@@ -57,16 +57,31 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without API keys (development).")] = False,
     tick: Annotated[float, typer.Option(help="Seconds between rollout controller evaluations.")] = 5.0,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: everything in this process (the default). gateway: the data plane and its instances, "
+            "publishing metric windows. controller: the leader-elected rollout controller, drift watch and "
+            "LLM evaluation loop. Several processes share PostgreSQL (TETHER_DATABASE_URL)."
+        ),
+    ] = "all",
+    replica: Annotated[
+        str | None, typer.Option(help="This process's name among replicas (default HOST-PID); keep it across restarts.")
+    ] = None,
 ) -> None:
     """Run the gateway, one instance process per routed version, the rollout controller and the drift watch.
 
-    Example: tether serve --port 8080
+    Examples: tether serve --port 8080;
+    TETHER_DATABASE_URL=postgresql://... tether serve --role gateway --replica gw-a --port 8081
     """
     import asyncio
 
+    from tether.api.replica import ROLES
     from tether.api.server import Server
 
-    server = Server(settings(), host=host, port=port, auth=not no_auth, tick_seconds=tick)
+    if role not in ROLES:
+        raise InvalidInputError(f"--role must be one of {', '.join(ROLES)}, got {role!r}", hint="tether serve --help")
+    server = Server(settings(), host=host, port=port, auth=not no_auth, tick_seconds=tick, role=role, replica=replica)
 
     async def run() -> None:
         import signal
@@ -76,7 +91,10 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):  # systemd and Kubernetes stop with SIGTERM
             loop.add_signal_handler(sig, stop.set)
         await server.start()
-        console.print(f"tether serving on {server.url} (auth {'off' if no_auth else 'on'}); Ctrl-C stops")
+        console.print(
+            f"tether serving on {server.url} (role {role}, replica {server.replica.name}, "
+            f"auth {'off' if no_auth else 'on'}); Ctrl-C stops"
+        )
         try:
             await stop.wait()
         finally:

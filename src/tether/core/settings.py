@@ -84,6 +84,23 @@ class Settings(BaseSettings):
         "folder (another volume, an object-lock mount) or an http(s) URL that receives the C2SP checkpoint note "
         "by POST. Empty: none.",
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db shared by every gateway replica for LLM budgets and rate limits "
+        "(extra 'redis'). Unset: in-process budgets (one gateway).",
+    )
+    budget_fallback: str = Field(
+        default="refuse",
+        description="What a gateway does with a budgeted LLM request while Redis is unreachable: 'refuse' "
+        "(503, the default) or 'share' (enforce 1/gateway_replicas of each budget on this replica's own use "
+        "since it started, so the replicas together cannot overspend).",
+        pattern="^(refuse|share)$",
+    )
+    gateway_replicas: int = Field(
+        default=1,
+        description="How many gateway replicas share the budgets: what budget_fallback='share' divides by.",
+        ge=1,
+    )
     worker_threads: int = Field(
         default=1,
         description="Native threads (OpenMP, BLAS) per model instance. One serves single requests fastest and keeps "

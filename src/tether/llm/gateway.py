@@ -51,6 +51,7 @@ from tether.llm.ledger import Budgets, LedgerWriter, read_limits, seed_from_ledg
 from tether.llm.lookup import CacheStage
 from tether.llm.record import Recorder
 from tether.llm.sampler import Sampler
+from tether.llm.shared_budgets import RedisBudgets
 from tether.llm.spec import LLMSpec
 from tether.monitor.llm_config import LLMEvalConfig
 from tether.serving.auth import ApiKey
@@ -75,7 +76,12 @@ class LLMGateway:
         self.registry = gateway.registry
         self.db = gateway.registry.store.db
         self.versions: dict[str, VersionInfo] = {}
-        self.budgets = Budgets()
+        settings = gateway.registry.settings
+        self.budgets: Budgets = (
+            RedisBudgets(settings.redis_url, fallback=settings.budget_fallback, replicas=settings.gateway_replicas)
+            if settings.redis_url
+            else Budgets()
+        )
         self.ledger = LedgerWriter(self.db)
         self.flush_seconds = ledger_flush_seconds
         self.background: set[asyncio.Task[Any]] = set()

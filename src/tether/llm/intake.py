@@ -19,6 +19,7 @@ from tether.llm import protocol
 from tether.llm.call import Call, VersionInfo, error_response
 from tether.llm.flavor import messages_for
 from tether.llm.ledger import BudgetExceeded, Budgets
+from tether.llm.shared_budgets import BudgetUnavailable
 from tether.llm.trim import TrimError, trim
 from tether.serving.auth import ApiKey
 from tether.serving.gateway import Gateway
@@ -156,6 +157,9 @@ class Intake:
             return self.budgets.reserve(
                 scopes, est_prompt + max_tokens, spec.prices.cost(est_prompt, 0, max_tokens), call.now
             )
+        except BudgetUnavailable as e:
+            self.gw.rejected[(call.req.model, "budget_store_unreachable")] += 1
+            return error_response(503, str(e), code="budget_store_unreachable", trace=call.trace)
         except BudgetExceeded as e:
             self.gw.rejected[(call.req.model, "budget")] += 1
             return error_response(

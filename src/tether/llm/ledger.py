@@ -16,7 +16,7 @@ tokens and cost saved by a cache hit, tokens trimmed. Rows are written in batche
 the day's tokens and the month's cost of every scope are summed back from it, so a restart forgets nothing but
 the last minute's request count. Every interaction is also on the audit trail (see `tether.llm.gateway`).
 
-Several gateway replicas would each enforce the whole budget: a shared store (Redis) is the next step.
+Several gateway replicas share one budget through Redis (`tether.llm.shared_budgets`, TETHER_REDIS_URL).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ class Reservation:
     day: str
     month: str
     settled: bool = False
+    #: Held only by this replica's own count (the shared store was unreachable; see ``llm.shared_budgets``).
+    local: bool = False
 
 
 @dataclass
@@ -146,12 +148,16 @@ class Budgets:
                 raise BudgetExceeded(
                     scope, "cost per month", lim.cost_per_month, use.cost.get(month, 0.0) + cost, _next_month(now)
                 )
+        self._record(scopes, tokens, cost, now)
+        return Reservation(scopes, tokens, cost, day, month)
+
+    def _record(self, scopes: list[str], tokens: int, cost: float, now: datetime) -> None:
+        day, month = _day(now), _month(now)
         for scope in scopes:
             use = self._use.setdefault(scope, _Use())
-            use.requests.append(t)
+            use.requests.append(now.timestamp())
             use.tokens[day] = use.tokens.get(day, 0) + tokens
             use.cost[month] = use.cost.get(month, 0.0) + cost
-        return Reservation(scopes, tokens, cost, day, month)
 
     def settle(self, res: Reservation, tokens: int, cost: float) -> None:
         """Replace the reservation by the real use (0, 0 gives it back)."""

@@ -428,5 +428,7 @@ class LLMWatch:
             "evidence": json_safe(row["evidence"]),
         }
         with self.db.begin() as conn:
+            if self.watch.fence is not None:
+                self.watch.fence(conn)
             aid = conn.execute(insert(anomalies).values(**values)).inserted_primary_key[0]  # type: ignore[index]
         return Watch._anomaly({**values, "id": aid}, None)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from tether.core import InvalidInputError, NotFoundError
 from tether.core.clock import Clock, SystemClock
@@ -192,6 +193,9 @@ class Watch:
         self._cursor: dict[str, datetime] = {}
         #: Each check's effects against their alarm lines, for the dashboard (in memory, bounded).
         self.history = CheckHistory()
+        #: Called in the transaction of every anomaly it records (the leader lease's fence, when scaled out):
+        #: a deposed leader's watch records nothing.
+        self.fence: Callable[[Connection], None] | None = None
 
     # -- configuration -------------------------------------------------------------------------------------
     def config(self, model: str) -> MonitorConfig:
@@ -407,6 +411,8 @@ class Watch:
             "evidence": json_safe(evidence),
         }
         with self.db.begin() as conn:
+            if self.fence is not None:
+                self.fence(conn)
             aid = conn.execute(insert(anomalies).values(**row)).inserted_primary_key[0]  # type: ignore[index]
         return self._anomaly({**row, "id": aid}, None)
 

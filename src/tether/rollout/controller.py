@@ -15,6 +15,9 @@ the chance of any false rollback over the whole rollout is at most the plan's al
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,12 +31,14 @@ from tether.monitor.sequential import Comparison, Decision, bound_rate, compare_
 from tether.registry import Registry
 from tether.registry import aliases as alias_ops
 from tether.registry import policy as policy_ops
+from tether.rollout.leader import DeposedError
 from tether.rollout.plan import Plan
 from tether.serving import table as routing_table
 from tether.serving.routing import RoutingTable
 from tether.serving.window import MetricStore, Tally
 from tether.store.tables import rollout_events, rollouts
 
+log = logging.getLogger("tether.rollout")
 ACTIVE = ("running", "paused", "watching")
 FULL = 10_000
 
@@ -63,6 +68,8 @@ class Rollout:
     step_started_at: datetime
     gate_report_id: str | None
     forced: bool
+    #: The stored revision this view was read at; a decision on it is written only if it is still current.
+    revision: int = 0
 
     @property
     def weight_bp(self) -> int:
@@ -85,10 +92,24 @@ class Event:
     actor: str
 
 
+class StaleRolloutError(ConflictError):
+    """The rollout changed between reading it and deciding on it: the decision is dropped, not written."""
+
+
 class Controller:
-    def __init__(self, registry: Registry, metrics: MetricStore, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        metrics: MetricStore,
+        *,
+        clock: Clock | None = None,
+        fence: Callable[[Connection], None] | None = None,
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
+        #: Called inside the transaction of every automatic decision (the leader lease's fence, when scaled out).
+        self.fence = fence
+        self._ticking = threading.local()
         self.clock = clock or registry.clock or SystemClock()
         self.db = registry.store.db
         #: (rollout, step, step start) -> when this controller first saw the step's traffic (see `_observed`).
@@ -185,7 +206,7 @@ class Controller:
             )
             routing_table.write(conn, canary_table(model, table.champion, mv.id, plan, 0, int(rid)), now)
         if plan.steps[0] == 100:
-            self._promote_full(ro, actor, "the plan starts at 100%")
+            self._promote_full(self.get(ro.id), actor, "the plan starts at 100%")
         return self.get(ro.id)
 
     # -- the loop ----------------------------------------------------------------------------------------
@@ -197,8 +218,18 @@ class Controller:
                 for r in conn.execute(select(rollouts).where(rollouts.c.state.in_(("running", "watching")))).mappings()
             ]
         events: list[Event] = []
-        for ro in active:
-            events += self._running(ro) if ro.state == "running" else self._watching(ro)
+        self._ticking.on = True
+        try:
+            for ro in active:
+                try:
+                    events += self._running(ro) if ro.state == "running" else self._watching(ro)
+                except StaleRolloutError as e:  # a person (or another controller) decided first: re-read next tick
+                    log.info("rollout %d: %s", ro.id, e.message)
+                except DeposedError as e:  # another process leads now: it decides; this one stops at once
+                    log.warning("controller tick stopped: %s", e.message)
+                    break
+        finally:
+            self._ticking.on = False
         return events
 
     def evaluate(self, ro: Rollout, until: datetime | None = None) -> tuple[dict[str, Comparison], Tally, Tally]:
@@ -407,6 +438,8 @@ class Controller:
             )
 
     def _promote_full(self, ro: Rollout, actor: str, reason: str, evidence: dict[str, Any] | None = None) -> Event:
+        with self.db.begin() as conn:  # the alias move below is its own transaction: check before it, too
+            self._claim(conn, ro, bump=False)
         try:
             self.registry.set_alias(
                 ro.model,
@@ -458,6 +491,8 @@ class Controller:
             return self._transition(conn, ro, state, kind, ro.weight_bp, 0, reason, evidence, actor)
 
     def _revert(self, ro: Rollout, reason: str, evidence: dict[str, Any], actor: str) -> Event:
+        with self.db.begin() as conn:
+            self._claim(conn, ro, bump=False)
         self.registry.set_alias(
             ro.model,
             "champion",
@@ -504,6 +539,7 @@ class Controller:
         evidence: dict[str, Any],
         actor: str,
     ) -> Event:
+        self._claim(conn, ro)
         at = self.clock.now()
         conn.execute(
             insert(rollout_events).values(
@@ -518,6 +554,19 @@ class Controller:
             )
         )
         return Event(ro.id, at, kind, from_bp, to_bp, reason, evidence, actor)
+
+    def _claim(self, conn: Connection, ro: Rollout, *, bump: bool = True) -> None:
+        """Fail unless ``ro`` is still the stored revision (and, for automatic decisions, this process leads);
+        with ``bump``, move the revision on in the decision's transaction, so no second decision on it lands."""
+        if self.fence is not None and getattr(self._ticking, "on", False):
+            self.fence(conn)
+        stmt = update(rollouts).where(rollouts.c.id == ro.id, rollouts.c.revision == ro.revision)
+        done = conn.execute(stmt.values(revision=rollouts.c.revision + (1 if bump else 0)))
+        if done.rowcount != 1:
+            raise StaleRolloutError(
+                f"rollout {ro.id} changed while this decision was being made; it was not written",
+                hint=f"tether rollout status {ro.model}",
+            )
 
     # -- manual actions ----------------------------------------------------------------------------------
     def promote(self, model: str, *, reason: str, actor: str | None = None) -> Event:
@@ -668,6 +717,7 @@ class Controller:
             r["step_started_at"],
             r["gate_report_id"],
             bool(r["forced"]),
+            int(r["revision"]),
         )
 
 

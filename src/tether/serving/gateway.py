@@ -18,6 +18,7 @@ import functools
 import logging
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -89,6 +90,9 @@ class Gateway:
         self.chat_only: set[str] = set()  # models served by /v1/chat/completions (tether.llm sets it)
         self._traces: OrderedDict[str, tuple[str, str, str, datetime, bytes]] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
+        #: What the process around the gateway adds to /healthz and /metrics (its role, lease, routing state).
+        self.health_extra: Callable[[], dict[str, Any]] | None = None
+        self.metrics_extra: Callable[[], list[str]] | None = None
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
         self.app.router.add_post("/v1/models/{name}/predict", self.predict, expect_handler=self.expect)
         self.app.router.add_post("/v1/feedback", self.feedback, expect_handler=self.expect)
@@ -458,6 +462,8 @@ class Gateway:
             body["waiting_for"] = waiting
         if self.profiler is not None and self.profiler.write_failures:
             body["drift_watch"] = {"write_failures": self.profiler.write_failures, "last": self.profiler.last_error}
+        if self.health_extra is not None:
+            body.update(self.health_extra())
         return web.json_response(body, status=503 if waiting else 200)
 
     async def prometheus(self, request: web.Request) -> web.Response:
@@ -487,6 +493,8 @@ class Gateway:
                     lines.append(f'tether_service_seconds{{{labels},quantile="{q}"}} {t.service.quantile(q):.6f}')
         for (model, reason), n in sorted(self.rejected.items()):
             lines.append(f'tether_rejected_total{{model="{model}",reason="{reason}"}} {n}')
+        if self.metrics_extra is not None:
+            lines += self.metrics_extra()
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 

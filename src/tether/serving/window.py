@@ -6,7 +6,8 @@ schema violations, a latency sketch, and, once feedback arrives, the confusion c
 are compared over exactly the same window. Slices older than ``retention`` are dropped.
 
 The store is in-process (one gateway process by default); every field merges by addition, which is what a
-shared store for several replicas needs.
+shared store for several replicas needs: ``serving.aggregates`` publishes each replica's changed slices and
+merges every replica's into the view the controller judges.
 """
 
 from __future__ import annotations
@@ -51,6 +52,36 @@ class Tally:
         self.true_positives += other.true_positives
         return self
 
+    _COUNTS = (
+        "requests",
+        "records",
+        "schema_violations",
+        "labelled",
+        "labelled_negatives",
+        "false_positives",
+        "labelled_positives",
+        "true_positives",
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """Everything, exactly (sketch buckets included): what a replica publishes; `load` reverses it."""
+        return {
+            **{k: getattr(self, k) for k in self._COUNTS},
+            "errors": dict(self.errors),
+            "latency": self.latency.to_json(),
+            "service": self.service.to_json(),
+        }
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> Tally:
+        t = cls()
+        for k in cls._COUNTS:
+            setattr(t, k, int(data[k]))
+        t.errors = Counter({str(k): int(v) for k, v in data["errors"].items()})
+        t.latency = LatencySketch.from_json(data["latency"])
+        t.service = LatencySketch.from_json(data["service"])
+        return t
+
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
@@ -92,6 +123,8 @@ class MetricStore:
         self._slices: dict[Key, dict[int, Tally]] = {}
         #: Consecutive version errors per (model, version, arm), warm-up requests included (the arm's base).
         self._streaks: dict[Key, int] = {}
+        #: Slices changed since `take_dirty` last ran (what a replica publishes; see ``serving.aggregates``).
+        self._dirty: set[tuple[Key, int]] = set()
         self._lock = threading.Lock()
         self.retention = retention
 
@@ -103,6 +136,7 @@ class MetricStore:
         slices = self._slices.setdefault(key, {})
         s = self.slice_of(at)
         t = slices.get(s)
+        self._dirty.add((key, s))
         if t is None:
             t = slices[s] = Tally()
             horizon = s - int(self.retention.total_seconds()) // SLICE_SECONDS
@@ -209,6 +243,23 @@ class MetricStore:
         """How many requests in a row have failed for (model, version, arm), up to now."""
         with self._lock:
             return self._streaks.get((model, version, arm), 0)
+
+    def take_dirty(self) -> list[tuple[Key, int, Tally, int]]:
+        """The slices changed since the last call, each as (key, slice, a copy of its tally, the key's streak)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            out = []
+            for key, s in dirty:
+                t = self._slices.get(key, {}).get(s)
+                if t is not None:
+                    base = (key[0], key[1], key[2].split(":", 1)[0])
+                    out.append((key, s, Tally().merge(t), self._streaks.get(base, 0)))
+            return out
+
+    def mark_dirty(self, items: list[tuple[Key, int]]) -> None:
+        """Publish these again next time (a publication that failed)."""
+        with self._lock:
+            self._dirty.update(items)
 
     def keys(self) -> list[Key]:
         with self._lock:

@@ -162,3 +162,13 @@ class Database:
 def is_immutability_violation(exc: BaseException) -> bool:
     """True when a database error came from tether's immutability triggers."""
     return isinstance(exc, DBAPIError) and "rows are immutable" in str(exc)
+
+
+def db_now(dialect: str) -> Any:
+    """The database server's time in seconds since the epoch, as a SQL expression: what leases and published
+    metrics are stamped with, so that a replica whose own clock is off cannot expire or reorder them."""
+    from sqlalchemy import literal_column
+
+    if dialect == "postgresql":
+        return literal_column("extract(epoch from clock_timestamp())")
+    return literal_column("((julianday('now') - 2440587.5) * 86400.0)")

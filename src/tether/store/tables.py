@@ -192,6 +192,8 @@ rollouts = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("created_by", String(200), nullable=False),
+    #: Bumped by every decision on the rollout; a decision names the revision it judged (see rollout.fence).
+    Column("revision", Integer, nullable=False, server_default="0"),
 )
 
 rollout_events = Table(
@@ -410,4 +412,36 @@ anchor_sets = Table(
     Column("rows", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(200), nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires", Float, nullable=False),
+)
+
+metric_slices = Table(
+    "metric_slices",
+    metadata,
+    Column("replica", String(200), primary_key=True),
+    Column("model_name", String(200), primary_key=True),
+    Column("version_id", DIGEST, primary_key=True),
+    Column("arm", String(40), primary_key=True),
+    Column("slice", BigInteger, primary_key=True),
+    Column("tally", JSON, nullable=False),
+    Column("streak", Integer, nullable=False),
+    Column("published", Float, nullable=False, index=True),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("started", Float, nullable=False),
+    Column("seen", Float, nullable=False),
+    Column("info", JSON, nullable=False),
 )

@@ -1,0 +1,200 @@
+"""What one `tether serve` process does to work beside others on shared engines (``--role``).
+
+- ``all`` (the default): the gateway, its instances, the controller, the drift watch and the LLM evaluation
+  loop in one process. On the embedded default (SQLite) that is all there is: in-process metric windows and
+  no lease, exactly as before. On PostgreSQL several ``all`` processes may share the database: they publish
+  their metric windows and elect one leader as below.
+- ``gateway``: the data plane and its instances, the control API and the dashboard; publishes its metric
+  windows every ``publish_seconds``; never decides.
+- ``controller``: the control API and the dashboard, and, when it holds the leader lease, the rollout
+  controller, the drift watch and the LLM evaluation loop, judging the merged windows of every replica. It
+  starts no instances.
+
+Routing tables are re-read on every PostgreSQL notification and by a poll; when the database cannot be read
+the replica keeps serving on the last tables it read (fail static) and says so in ``/healthz`` and
+``/metrics`` until a read succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tether.rollout.leader import Lease, holder_name
+from tether.serving.aggregates import MergedMetrics, Publisher
+from tether.serving.listen import ChangeListener
+from tether.serving.window import MetricStore
+from tether.store.database import db_now
+from tether.store.tables import replicas
+
+if TYPE_CHECKING:
+    from tether.api.server import Server
+
+log = logging.getLogger("tether.replica")
+ROLES = ("all", "gateway", "controller")
+
+
+class Replica:
+    def __init__(
+        self,
+        server: Server,
+        *,
+        role: str = "all",
+        name: str | None = None,
+        lease_ttl: float = 6.0,
+        publish_seconds: float = 2.0,
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        self.server, self.role = server, role
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.db = server.registry.store.db
+        self.shared = role != "all" or self.db.dialect == "postgresql"
+        self.serves = role in ("all", "gateway")  # runs instances, profiles, grades
+        self.decides = role in ("all", "controller")  # may run the controller, the watch, the LLM evaluation loop
+        self.publish_seconds = publish_seconds
+        self.lease = (
+            Lease(self.db, holder=holder_name(self.name), ttl=lease_ttl) if self.shared and self.decides else None
+        )
+        self.publisher = Publisher(self.db, server.metrics, self.name) if self.shared and self.serves else None
+        self.evidence: MetricStore = (
+            MergedMetrics(self.db, local=server.metrics if self.serves else None, replica=self.name)
+            if self.shared
+            else server.metrics
+        )
+        self.listener: ChangeListener | None = None
+        self.started = time.time()
+        self.stale_since: float | None = None
+        self.refresh_failures = 0
+        self.last_refresh_error: str | None = None
+        self.publish_failures = 0
+
+    @property
+    def fence(self) -> Any:
+        return self.lease.fence if self.lease is not None else None
+
+    @property
+    def leads(self) -> bool:
+        """Whether this process runs the deciding loops now."""
+        if not self.decides:
+            return False
+        return self.lease is None or self.lease.leader
+
+    # -- routing: listen, poll, fail static -------------------------------------------------------------------
+    def start_listening(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.db.dialect != "postgresql":
+            return
+
+        def changed(table: str | None) -> None:
+            if table in (None, "routing", "endpoints"):
+                loop.call_soon_threadsafe(self.server.refresh_safely)
+            if table in (None, "api_keys"):
+                self.server.refresh_keys_soon()
+
+        self.listener = ChangeListener(self.db.url, changed)
+        self.listener.start()
+
+    def refreshed(self, error: BaseException | None) -> None:
+        if error is None:
+            if self.stale_since is not None:
+                log.warning("routing tables readable again after %.1f s", time.time() - self.stale_since)
+            self.stale_since = None
+            return
+        self.refresh_failures += 1
+        self.last_refresh_error = f"{type(error).__name__}: {error}"
+        if self.stale_since is None:
+            self.stale_since = time.time()
+            log.error("cannot read the routing tables (%s): serving on the last tables read", self.last_refresh_error)
+
+    # -- loops --------------------------------------------------------------------------------------------------
+    async def lease_loop(self) -> None:
+        if self.lease is None:
+            return
+        lease = self.lease
+        while True:
+            was = lease.leader
+            try:
+                await asyncio.to_thread(lease.hold)
+            except Exception as e:
+                lease._lost(f"the database is unreachable: {e}")
+            if lease.leader != was:
+                log.warning("%s is %s", self.name, "the leader" if lease.leader else "a standby")
+            await asyncio.sleep(lease.ttl / 3)
+
+    async def publish_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.publish_seconds)
+            await self.publish()
+
+    async def publish(self) -> None:
+        try:
+            if self.publisher is not None:
+                await asyncio.to_thread(self.publisher.publish)
+            await asyncio.to_thread(self._heartbeat)
+        except Exception as e:
+            self.publish_failures += 1
+            log.warning("could not publish metric windows (kept, retried): %s", e)
+
+    def _heartbeat(self) -> None:
+        ins = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(replicas)
+        info = {"leader": self.leads, "url": self.server.url, "stale_since": self.stale_since}
+        stmt = ins.values(name=self.name, role=self.role, started=self.started, seen=db_now(self.db.dialect), info=info)
+        with self.db.begin() as conn:
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["name"],
+                    set_={"seen": stmt.excluded.seen, "info": stmt.excluded.info, "role": stmt.excluded.role},
+                )
+            )
+
+    async def close(self) -> None:
+        if self.publisher is not None:
+            try:
+                await self.publish()  # the last slices: a clean stop loses nothing
+            except Exception:
+                log.warning("last publication failed", exc_info=True)
+        if self.lease is not None:
+            await asyncio.to_thread(self.lease.release)
+        if self.listener is not None:
+            await asyncio.to_thread(self.listener.stop)
+
+    # -- what health and metrics say ---------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "replica": self.name}
+        if self.lease is not None:
+            out["leader"] = self.lease.leader
+        if self.stale_since is not None:
+            out["routing"] = {
+                "state": "stale",
+                "since_seconds": round(time.time() - self.stale_since, 1),
+                "error": self.last_refresh_error,
+                "serving": "the last routing tables read (fail static)",
+            }
+        if self.listener is not None:
+            out["listening"] = self.listener.connected
+        return out
+
+    def prometheus(self) -> list[str]:
+        lines = [
+            "# TYPE tether_routing_stale gauge",
+            f"tether_routing_stale {int(self.stale_since is not None)}",
+            "# TYPE tether_routing_refresh_failures_total counter",
+            f"tether_routing_refresh_failures_total {self.refresh_failures}",
+            "# TYPE tether_publish_failures_total counter",
+            f"tether_publish_failures_total {self.publish_failures}",
+        ]
+        if self.lease is not None:
+            lines += ["# TYPE tether_leader gauge", f"tether_leader {int(self.lease.leader)}"]
+            lines += [
+                "# TYPE tether_leader_takeovers_total counter",
+                f"tether_leader_takeovers_total {self.lease.takeovers}",
+            ]
+        if self.listener is not None:
+            lines += ["# TYPE tether_listen_connected gauge", f"tether_listen_connected {int(self.listener.connected)}"]
+        return lines
