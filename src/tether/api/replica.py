@@ -18,14 +18,19 @@ the replica keeps serving on the last tables it read (fail static) and says so i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tether.audit.bridge import Bridge
+from tether.audit.log import AuditLog
+from tether.core.errors import InvalidInputError
 from tether.rollout.leader import Lease, holder_name
 from tether.serving.aggregates import MergedMetrics, Publisher
 from tether.serving.listen import ChangeListener
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tether.replica")
 ROLES = ("all", "gateway", "controller")
+NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class Replica:
@@ -54,6 +60,11 @@ class Replica:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         self.server, self.role = server, role
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        if not NAME.fullmatch(self.name):
+            raise InvalidInputError(
+                f"replica name {self.name!r} must be 1 to 100 letters, digits, '.', '_' or '-'",
+                hint="tether serve --replica gw-a",
+            )
         self.db = server.registry.store.db
         self.shared = role != "all" or self.db.dialect == "postgresql"
         self.serves = role in ("all", "gateway")  # runs instances, profiles, grades
@@ -74,6 +85,10 @@ class Replica:
         self.refresh_failures = 0
         self.last_refresh_error: str | None = None
         self.publish_failures = 0
+        settings = server.settings
+        #: Where this replica's own audit log lives (None: the main log, as on the embedded default).
+        self.audit_root = settings.home / "audit" / "replicas" / self.name if self.shared else None
+        self._decisions: tuple[AuditLog, Bridge] | None = None
 
     @property
     def fence(self) -> Any:
@@ -143,7 +158,14 @@ class Replica:
 
     def _heartbeat(self) -> None:
         ins = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(replicas)
-        info = {"leader": self.leads, "url": self.server.url, "stale_since": self.stale_since}
+        audit = self.server.audit
+        info = {
+            "leader": self.leads,
+            "url": self.server.url,
+            "stale_since": self.stale_since,
+            # What `tether audit verify` checks this replica's log against (a log that lost its newest segments).
+            "audit_size": audit.log.tree.size if audit is not None else 0,
+        }
         stmt = ins.values(name=self.name, role=self.role, started=self.started, seen=db_now(self.db.dialect), info=info)
         with self.db.begin() as conn:
             conn.execute(
@@ -153,7 +175,41 @@ class Replica:
                 )
             )
 
+    async def decisions_loop(self, seconds: float = 2.0) -> None:
+        """While this process leads: copy new decision rows onto the main audit log and seal it."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await asyncio.to_thread(self._decide_trail)
+            except Exception:
+                log.exception("copying decisions onto the audit trail failed (retried)")
+
+    def _decide_trail(self) -> None:
+        if not self.leads:
+            self._close_decisions()  # a standby holds no writer lock: the next leader on this host needs it
+            return
+        if self._decisions is None:
+            trail = AuditLog(self.server.settings)
+            if not trail.writer:  # the previous leader on this host has not let go yet
+                trail.close()
+                return
+            self._decisions = (trail, Bridge(self.server.registry, trail))
+        trail, bridge = self._decisions
+        if bridge.sync():
+            trail.seal()
+
+    def _close_decisions(self) -> None:
+        if self._decisions is not None:
+            trail, bridge = self._decisions
+            with contextlib.suppress(Exception):
+                if self.leads:
+                    bridge.sync()
+                trail.seal()
+            trail.close()
+            self._decisions = None
+
     async def close(self) -> None:
+        await asyncio.to_thread(self._close_decisions)
         if self.publisher is not None:
             try:
                 await self.publish()  # the last slices: a clean stop loses nothing

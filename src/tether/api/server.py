@@ -68,6 +68,7 @@ class Server:
         self.clock = clock or SystemClock()
         self.registry = Registry.open(settings, clock=self.clock)
         self.metrics = MetricStore()
+        self.replica = Replica(self, role=role, name=replica, lease_ttl=lease_ttl, publish_seconds=publish_seconds)
         self.runtime = CompositeRuntime(
             LocalRuntime(settings, on_crash=self._crashed, module_for=self._worker_module), UrlRuntime()
         )
@@ -75,8 +76,10 @@ class Server:
         self.profiler = LiveProfiler(self.registry, clock=self.clock)
         self.audit: AuditSink | None = None
         if settings.audit:
-            log = AuditLog(settings)
-            bridge = Bridge(self.registry, log) if log.writer else None
+            # Scaled out, each replica writes its own log of what it served, and the leader alone copies the
+            # decisions onto the main log (`Replica.decisions_loop`): nothing is on the trail twice.
+            log = AuditLog(settings, root=self.replica.audit_root)
+            bridge = Bridge(self.registry, log) if log.writer and not self.replica.shared else None
             self.audit = AuditSink(
                 log,
                 policy=settings.audit_payload,
@@ -93,7 +96,6 @@ class Server:
             profiler=self.profiler,
             audit=self.audit,
         )
-        self.replica = Replica(self, role=role, name=replica, lease_ttl=lease_ttl, publish_seconds=publish_seconds)
         self.gateway.health_extra = self.replica.health
         self.gateway.metrics_extra = self.replica.prometheus
         # The controller judges the evidence of every replica (this process's alone on the embedded default);
@@ -152,6 +154,8 @@ class Server:
                 asyncio.create_task(self._monitor_loop()),
                 asyncio.create_task(self.llm_evals.loop()),
             ]
+        if self.replica.shared and self.replica.decides and self.settings.audit:
+            self._tasks.append(asyncio.create_task(self.replica.decisions_loop()))
         if self.replica.shared:
             self._tasks += [
                 asyncio.create_task(self.replica.lease_loop()),

@@ -8,11 +8,12 @@ import orjson
 import pandas as pd
 
 from tether.audit.log import AuditLog, digest_of
+from tether.audit.logset import AuditSet
 from tether.core import InvalidInputError
 from tether.registry import Registry
 
 
-def replay(registry: Registry, audit: AuditLog, trace_id: str) -> dict[str, Any]:
+def replay(registry: Registry, audit: AuditLog | AuditSet, trace_id: str) -> dict[str, Any]:
     found = audit.trace(trace_id)
     rec = found["record"]
     if rec["kind"] not in ("prediction", "llm"):

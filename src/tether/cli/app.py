@@ -68,11 +68,15 @@ def serve(
     replica: Annotated[
         str | None, typer.Option(help="This process's name among replicas (default HOST-PID); keep it across restarts.")
     ] = None,
+    lease_ttl: Annotated[
+        float, typer.Option(help="Seconds the leader's lease lasts: a standby takes over within about this long.")
+    ] = 6.0,
 ) -> None:
     """Run the gateway, one instance process per routed version, the rollout controller and the drift watch.
 
-    Examples: tether serve --port 8080;
-    TETHER_DATABASE_URL=postgresql://... tether serve --role gateway --replica gw-a --port 8081
+    Example: tether serve --port 8080
+
+    Scaled out (see docs/scale.md): TETHER_DATABASE_URL=postgresql://... tether serve --role gateway --replica gw-a
     """
     import asyncio
 
@@ -81,7 +85,16 @@ def serve(
 
     if role not in ROLES:
         raise InvalidInputError(f"--role must be one of {', '.join(ROLES)}, got {role!r}", hint="tether serve --help")
-    server = Server(settings(), host=host, port=port, auth=not no_auth, tick_seconds=tick, role=role, replica=replica)
+    server = Server(
+        settings(),
+        host=host,
+        port=port,
+        auth=not no_auth,
+        tick_seconds=tick,
+        role=role,
+        replica=replica,
+        lease_ttl=lease_ttl,
+    )
 
     async def run() -> None:
         import signal

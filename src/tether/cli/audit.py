@@ -60,22 +60,31 @@ def audit_verify(
         if not files or not all(f.is_file() for f in files):
             raise InvalidInputError(f"no checkpoint note at {path}", hint="give a .checkpoint file or a folder")
         notes += [f.read_text() for f in files]
-    with _audit_log() as log:
-        log.seal()  # what the write-ahead log holds is checked too
-        r = log.verify(held=notes)
+    from tether.audit.logset import MAIN, AuditSet
+
+    with _audit_log() as log, AuditSet(settings(), main=log) as trail:
+        trail.seal()  # what the write-ahead logs hold is checked too
+        report = trail.verify(held=notes)
+        r = report.logs[MAIN]
         if log.writer:
             from tether.audit.search import record_verify
 
             record_verify(log, r, at=datetime.now(UTC), actor=settings().actor)
-    console.print(
-        f"{r.records:,} records in {r.segments} segments, {r.checkpoints} signed checkpoints"
-        + (f", {r.held} held checkpoint(s)" if r.held else "")
-        + f"; verified through record {r.verified_through}"
-    )
-    if r.ok:
-        console.print("[green]the audit log verifies[/green]: every record hashes to its leaf, every root matches")
+    for name, lr in report.logs.items():
+        console.print(
+            (f"{name}: " if len(report.logs) > 1 else "")
+            + f"{lr.records:,} records in {lr.segments} segments, {lr.checkpoints} signed checkpoints"
+            + (f", {lr.held} held checkpoint(s)" if lr.held else "")
+            + f"; verified through record {lr.verified_through}"
+        )
+    if report.ok:
+        what = f"all {len(report.logs)} audit logs verify" if len(report.logs) > 1 else "the audit log verifies"
+        console.print(f"[green]{what}[/green]: every record hashes to its leaf, every root matches")
         return
-    for p in r.problems:
+    for name, lr in report.logs.items():
+        for p in lr.problems:
+            console.print("  [red]FAIL[/red] " + (f"{name}: " if len(report.logs) > 1 else "") + p)
+    for p in report.problems:
         console.print(f"  [red]FAIL[/red] {p}")
     raise typer.Exit(1)
 
@@ -89,9 +98,11 @@ def audit_query(
 
     Example: tether audit query "SELECT kind, count(*) FROM records GROUP BY kind"
     """
-    with _audit_log() as log:
-        log.seal()
-        names, rows = log.query(sql)
+    from tether.audit.logset import AuditSet
+
+    with _audit_log() as log, AuditSet(settings(), main=log) as trail:
+        trail.seal()
+        names, rows = trail.query(sql) if len(trail.logs) > 1 else log.query(sql)
     if as_json:
         console.print_json(json.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str))
         return
@@ -107,9 +118,11 @@ def audit_trace(trace_id: Annotated[str, typer.Argument(help="A trace id (X-Teth
 
     Example: tether audit trace 0192f0c4e7a37c1e9d0b6c1f2a3b4c5d
     """
-    with _audit_log() as log:
-        log.seal()
-        found = log.trace(trace_id)
+    from tether.audit.logset import AuditSet
+
+    with _audit_log() as log, AuditSet(settings(), main=log) as trail:
+        trail.seal()
+        found = trail.trace(trace_id)
     rec = found["record"]
     console.print_json(json.dumps({k: v for k, v in rec.items() if k != "payload"}, default=str))
     cp = found["checkpoint"]
@@ -158,11 +171,12 @@ def audit_replay(trace_id: Annotated[str, typer.Argument(help="The trace id of a
 
     Example: tether audit replay 0192f0c4e7a37c1e9d0b6c1f2a3b4c5d
     """
+    from tether.audit.logset import AuditSet
     from tether.audit.replay import replay
 
-    with registry() as reg, _audit_log() as log:
-        log.seal()
-        r = replay(reg, log, trace_id)
+    with registry() as reg, _audit_log() as log, AuditSet(settings(), main=log) as trail:
+        trail.seal()
+        r = replay(reg, trail, trace_id)
     console.print(
         f"{trace_id}: {r['version']} rerun on the logged input; output digest {r['replayed_output_digest'][:16]}… "
         f"{'matches' if r['matches'] else 'DIFFERS FROM'} the logged {r['logged_output_digest'][:16]}…"
