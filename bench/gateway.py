@@ -30,7 +30,7 @@ import numpy as np
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fraud"
 
 
-def _setup(tmp: Path) -> tuple[dict[str, str], list[dict[str, object]]]:
+def _setup(tmp: Path, database_url: str | None = None) -> tuple[dict[str, str], list[dict[str, object]]]:
     env = {
         **os.environ,
         "TETHER_HOME": str(tmp / "home"),
@@ -40,6 +40,8 @@ def _setup(tmp: Path) -> tuple[dict[str, str], list[dict[str, object]]]:
         "GIT_COMMITTER_EMAIL": "b@b",
     }
     env.pop("TETHER_DATABASE_URL", None)
+    if database_url:
+        env["TETHER_DATABASE_URL"] = database_url
     project = tmp / "project"
     project.mkdir()
     for name in ("generate.py", "train.py", ".gitignore"):
