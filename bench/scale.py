@@ -47,9 +47,9 @@ def _port() -> int:
 
 
 def _serve(env: dict[str, str], role: str, name: str, port: int, *extra: str) -> subprocess.Popen:
+    args = ["serve", "--no-auth", "--port", str(port), "--role", role, "--replica", name, *extra]
     return subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "serve", "--no-auth", "--port", str(port), *("--role", role)]
-        + ["--replica", name, *extra],  # noqa: RUF005
+        [sys.executable, "-m", "tether.cli", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
