@@ -30,6 +30,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from tether.audit.bridge import Bridge
 from tether.audit.log import AuditLog
+from tether.audit.logset import MAIN
+from tether.audit.ship import Shipper
 from tether.core.errors import InvalidInputError
 from tether.rollout.leader import Lease, holder_name
 from tether.serving.aggregates import MergedMetrics, Publisher
@@ -89,6 +91,12 @@ class Replica:
         #: Where this replica's own audit log lives (None: the main log, as on the embedded default).
         self.audit_root = settings.home / "audit" / "replicas" / self.name if self.shared else None
         self._decisions: tuple[AuditLog, Bridge] | None = None
+        blobs = server.registry.store.blobs
+        #: Sealed segments and checkpoints go to the shared blob store when it is not this disk (docs/scale.md).
+        self.ships = self.shared and not blobs.local
+        self.shipper = Shipper(blobs, self.audit_root, self.name) if self.ships and self.audit_root else None
+        self._main_shipper: Shipper | None = None
+        self.ship_failures = 0
 
     @property
     def fence(self) -> Any:
@@ -152,6 +160,8 @@ class Replica:
             if self.publisher is not None:
                 await asyncio.to_thread(self.publisher.publish)
             await asyncio.to_thread(self._heartbeat)
+            if self.shipper is not None:
+                await asyncio.to_thread(self.shipper.ship)
         except Exception as e:
             self.publish_failures += 1
             log.warning("could not publish metric windows (kept, retried): %s", e)
@@ -197,6 +207,14 @@ class Replica:
         trail, bridge = self._decisions
         if bridge.sync():
             trail.seal()
+        if self.ships:
+            if self._main_shipper is None:
+                self._main_shipper = Shipper(self.server.registry.store.blobs, trail.root, MAIN)
+            try:
+                self._main_shipper.ship()
+            except Exception:
+                self.ship_failures += 1
+                raise
 
     def _close_decisions(self) -> None:
         if self._decisions is not None:

@@ -40,20 +40,44 @@ class SetReport:
 
 
 class AuditSet(contextlib.AbstractContextManager["AuditSet"]):
-    def __init__(self, settings: Settings, *, main: AuditLog | None = None) -> None:
+    def __init__(self, settings: Settings, *, main: AuditLog | None = None, shipped_only: bool = False) -> None:
         self.settings = settings
         self.root = settings.home / "audit"
-        self.logs: dict[str, AuditLog] = {MAIN: main or AuditLog(settings)}
-        for d in sorted((self.root / "replicas").glob("*")) if (self.root / "replicas").is_dir() else []:
-            if d.is_dir():
-                # Opening a dead replica's log makes this process its writer for a moment: what the replica
-                # acknowledged but had not sealed is sealed now, never lost.
-                self.logs[d.name] = AuditLog(settings, root=d)
+        self.logs: dict[str, AuditLog] = {}
+        #: Where each log was read from: "local" or "blob store".
+        self.sources: dict[str, str] = {}
+        if not shipped_only:
+            self.logs[MAIN] = main or AuditLog(settings)
+            self.sources[MAIN] = "local"
+            for d in sorted((self.root / "replicas").glob("*")) if (self.root / "replicas").is_dir() else []:
+                if d.is_dir():
+                    # Opening a dead replica's log makes this process its writer for a moment: what the replica
+                    # acknowledged but had not sealed is sealed now, never lost.
+                    self.logs[d.name] = AuditLog(settings, root=d)
+                    self.sources[d.name] = "local"
+        self._fetch_shipped(shipped_only)
+
+    def _fetch_shipped(self, required: bool) -> None:
+        """Logs on a shared (non-local) blob store that are not on this disk: fetched and opened read-only."""
+        from tether.audit.ship import fetch, shipped_logs
+        from tether.store.blobs import BlobStore
+
+        blobs = BlobStore(self.settings.resolved_blob_url, options=self.settings.blob_options)
+        if blobs.local and not required:
+            return  # the blob folder is on this disk beside the logs themselves
+        for name in shipped_logs(blobs):
+            if name in self.logs:
+                continue
+            dest = fetch(blobs, name, self.settings.home / "audit-shipped" / name)
+            self.logs[name] = AuditLog(self.settings, root=dest)
+            self.sources[name] = "blob store"
 
     @property
     def secret(self) -> bytes:
         """The payload digest secret (one per store: every log of the set shares it)."""
-        return self.logs[MAIN].secret
+        from tether.audit.payload import load_secret
+
+        return load_secret(self.settings)
 
     def __exit__(self, *exc: object) -> None:
         for log in self.logs.values():

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tether.audit import checkpoint as ckpt
-from tether.audit.log import _checkpoint_message, _legacy_digest, _record_of, canonical
+from tether.audit.log import SCHEMA, _checkpoint_message, _legacy_digest, _record_of, canonical
 from tether.audit.merkle import MerkleTree, leaf_hash
 from tether.core import TetherError
 from tether.core.signing import verify_signature
@@ -43,9 +43,15 @@ def verify_log(root: Path, public_key_hex: str, *, held: list[str] | None = None
     for seg in sorted((root / "segments").glob("*.parquet")):
         report.segments += 1
         try:
-            rows = pq.read_table(seg).to_pylist()
+            table = pq.read_table(seg)
+            rows = table.to_pylist()
         except (OSError, pa.ArrowException) as e:
             report.problems.append(f"segment {seg.name} is unreadable: {e}")
+            intact = False
+            continue
+        if missing := sorted(set(SCHEMA.names) - set(table.column_names)):
+            # A byte changed in the footer can rename a column and still parse: the segment was edited.
+            report.problems.append(f"segment {seg.name} was changed: it lacks the audit columns {missing}")
             intact = False
             continue
         for row in rows:
@@ -54,7 +60,13 @@ def verify_log(root: Path, public_key_hex: str, *, held: list[str] | None = None
                 what = "missing" if seq > expected else "out of order or inserted"
                 report.problems.append(f"{seg.name}: record {seq} where {expected} was expected ({what})")
                 intact = False
-            leaf = leaf_hash(canonical(seq, _record_of(row)))
+            try:
+                leaf = leaf_hash(canonical(seq, _record_of(row)))
+            except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError) as e:
+                report.problems.append(f"{seg.name}: record {seq} is malformed ({type(e).__name__}: {e})")
+                intact = False
+                expected = seq + 1 if isinstance(seq, int) else expected
+                continue
             if leaf != row["leaf"]:
                 report.problems.append(f"{seg.name}: record {seq} was changed (its bytes no longer hash to its leaf)")
                 intact = False

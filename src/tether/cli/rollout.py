@@ -146,9 +146,7 @@ def _rollout_view(data: dict[str, Any]) -> Any:
             )
         parts.append(t)
     if (p := data.get("progress")) is not None:
-        head = (
-            f"next step: {p['next_weight_percent']:g}%" if p.get("next_weight_percent") is not None else "next: done"
-        )
+        head = f"next step: {p['next_weight_percent']:g}%" if p.get("next_weight_percent") is not None else "next: done"
         parts.append(Text(f"{head}; waiting for " + ("; ".join(p["waiting_for"]) or "nothing (the next tick moves)")))
     elif data.get("offline") is None and ro["state"] in ("running", "watching", "paused"):
         parts.append(Text("no live evidence (the server has no traffic for this rollout yet)", style="dim"))

@@ -139,6 +139,24 @@ class Settings(BaseSettings):
     def resolved_signing_key(self) -> Path:
         return self.signing_key or self.home / "keys" / "signing.ed25519"
 
+    def to_env(self) -> dict[str, str | None]:
+        """Every setting as the ``TETHER_*`` variable that gives it (None: unset it), for a child process that
+        must see exactly this process's settings, whatever the environment or ``tether.toml`` said."""
+        import json
+
+        out: dict[str, str | None] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                out[f"TETHER_{name.upper()}"] = None
+            elif isinstance(value, Path):
+                out[f"TETHER_{name.upper()}"] = str(value.absolute())
+            elif isinstance(value, dict | list | bool):
+                out[f"TETHER_{name.upper()}"] = json.dumps(value)
+            else:
+                out[f"TETHER_{name.upper()}"] = str(value)
+        return out
+
     @property
     def tmp_dir(self) -> Path:
         """Scratch space on the same file system as the local store, so renames are atomic."""

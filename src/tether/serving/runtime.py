@@ -94,11 +94,12 @@ class LocalRuntime:
         return await asyncio.shield(task)
 
     async def _spawn(self, version_id: str, restarts: int = 0) -> Instance:
+        # Every setting of this process (blob store credentials included), not only the store's paths: an
+        # instance on an S3 blob store must read its weights with the same options as the gateway.
+        given = self.settings.to_env()
         env = {
-            **os.environ,
-            "TETHER_HOME": str(self.settings.home.absolute()),
-            "TETHER_DATABASE_URL": self.settings.database_url or "",
-            "TETHER_BLOB_URL": self.settings.blob_url or "",
+            **{k: v for k, v in os.environ.items() if k not in given},
+            **{k: v for k, v in given.items() if v is not None},
             # The instance stops by itself if this process dies without stopping it (SIGKILL, a crash).
             "TETHER_PARENT_PID": str(os.getpid()),
             # Each instance is its own process; a thread pool per process sized to the host's cores makes n
