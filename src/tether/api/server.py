@@ -96,6 +96,11 @@ class Server:
             profiler=self.profiler,
             audit=self.audit,
         )
+        if settings.redis_url:
+            from tether.serving.traces import SharedTraceMemory
+            from tether.store.redis import connect
+
+            self.gateway.traces = SharedTraceMemory(self.gateway.traces.capacity, connect(settings.redis_url))
         self.gateway.health_extra = self.replica.health
         self.gateway.metrics_extra = self.replica.prometheus
         # The controller judges the evidence of every replica (this process's alone on the embedded default);
@@ -145,7 +150,11 @@ class Server:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        self._tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self.llm.run())]
+        self._tasks = [
+            asyncio.create_task(self._refresh_loop()),
+            asyncio.create_task(self.llm.run()),
+            asyncio.create_task(self.gateway.traces.run()),
+        ]
         if self.replica.serves:
             self._tasks += [asyncio.create_task(self.profiler.run()), asyncio.create_task(self.llm.grading.run())]
         if self.replica.decides:

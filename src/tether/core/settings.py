@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="redis://host:port/db shared by every gateway replica for LLM budgets and rate limits "
-        "(extra 'redis'). Unset: in-process budgets (one gateway).",
+        description="redis://host:port/db shared by every gateway replica for LLM budgets and rate limits and "
+        "the trace memory that joins delayed labels to predictions (extra 'redis'). Unset: both in process.",
     )
     budget_fallback: str = Field(
         default="refuse",

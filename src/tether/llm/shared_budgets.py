@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tether.llm.ledger import BudgetExceeded, Budgets, Limits, Reservation, _day, _month, _next_day, _next_month
+from tether.store.redis import connect
 
 log = logging.getLogger("tether.llm.budgets")
 
@@ -88,16 +89,6 @@ return 1
 
 class BudgetUnavailable(Exception):
     """Redis is unreachable and the policy is to refuse: the request is answered 503."""
-
-
-def connect(url: str, *, timeout: float = 0.5) -> Any:
-    try:
-        import redis
-    except ImportError:  # pragma: no cover - the extra is part of dev
-        from tether.core.errors import MissingExtraError
-
-        raise MissingExtraError("shared budgets (TETHER_REDIS_URL)", "redis", "redis") from None
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 class RedisBudgets(Budgets):

@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,7 @@ from tether.serving.protocols import _request_for, _response_from
 from tether.serving.protocols import service_seconds as _seconds
 from tether.serving.routing import Route, RoutingTable
 from tether.serving.runtime import Runtime
+from tether.serving.traces import TraceMemory
 from tether.serving.window import MetricStore
 from tether.serving.worker import SERVICE_HEADER
 
@@ -88,7 +89,8 @@ class Gateway:
         self._served: dict[tuple[str, int | None, str], int] = {}
         self._mirroring: set[str] = set()  # canaries with a mirror copy in flight
         self.chat_only: set[str] = set()  # models served by /v1/chat/completions (tether.llm sets it)
-        self._traces: OrderedDict[str, tuple[str, str, str, datetime, bytes]] = OrderedDict()
+        #: Which version answered each recent trace, for delayed labels (shared through Redis when scaled out).
+        self.traces: TraceMemory = TraceMemory(TRACE_MEMORY)
         self._session: aiohttp.ClientSession | None = None
         #: What the process around the gateway adds to /healthz and /metrics (its role, lease, routing state).
         self.health_extra: Callable[[], dict[str, Any]] | None = None
@@ -421,9 +423,7 @@ class Gateway:
 
     def _remember(self, trace: str, model: str, version: str, arm: str, at: datetime, outputs: bytes) -> None:
         # The raw answer is kept and decoded only if feedback arrives (most predictions never get a label).
-        self._traces[trace] = (model, version, arm, at, outputs)
-        while len(self._traces) > TRACE_MEMORY:
-            self._traces.popitem(last=False)
+        self.traces.remember(trace, (model, version, arm, at, outputs))
 
     async def feedback(self, request: web.Request) -> web.Response:
         if (denied := self._deny(request, "predict")) is not None:
@@ -442,9 +442,9 @@ class Gateway:
             isinstance(x, bool) or (isinstance(x, int) and x in (0, 1)) for x in labels
         ):
             return _error(400, f"labels must be a list of 0/1 (or true/false); {usage}")
-        known = self._traces.get(trace)
+        known = self.traces.get(trace)
         if known is None:
-            return _error(404, f"unknown or expired trace id {trace!r} (the gateway keeps the last {TRACE_MEMORY})")
+            return _error(404, f"unknown or expired trace id {trace!r} ({self.traces.describe()})")
         model, version, arm, at, raw = known
         decisions = [o.get("prediction") if isinstance(o, dict) else None for o in orjson.loads(raw)["outputs"]]
         if len(labels) != len(decisions):
