@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="redis://host:port/db shared by every gateway replica for LLM budgets and rate limits and "
-        "the trace memory that joins delayed labels to predictions (extra 'redis'). Unset: both in process.",
+        description="redis://host:port/db shared by every gateway replica for LLM budgets and rate limits, the "
+        "exact LLM cache and the trace memory that joins delayed labels to predictions (extra 'redis'). Unset: "
+        "all in process.",
     )
     budget_fallback: str = Field(
         default="refuse",

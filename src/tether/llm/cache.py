@@ -65,6 +65,9 @@ class Cached:
 
 
 class ExactCache:
+    #: In Redis for every replica (``llm.shared_cache``) rather than in this process.
+    shared = False
+
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._d: OrderedDict[str, Cached] = OrderedDict()

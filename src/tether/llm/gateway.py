@@ -238,7 +238,12 @@ class LLMGateway:
         """Caches, calibration, prefix routing, budgets, ledger and grading counters (on the event loop)."""
         now = self.gw.clock.now()
         body = {
-            "exact_cache": {"entries": len(self.exact), "hits": self.exact.hits, "misses": self.exact.misses},
+            "exact_cache": {
+                "entries": None if self.exact.shared else len(self.exact),
+                "shared": self.exact.shared,
+                "hits": self.exact.hits,
+                "misses": self.exact.misses,
+            },
             "semantic_cache": None
             if self.semantic is None
             else {

@@ -24,7 +24,13 @@ class CacheStage:
     def __init__(self, dispatcher: Dispatcher, spawn: Callable[[Any], None]) -> None:
         self.dispatcher = dispatcher
         self.spawn = spawn
-        self.exact = ExactCache()
+        settings = dispatcher.gw.registry.settings
+        self.exact: ExactCache = ExactCache()
+        if settings.redis_url:  # shared by every replica (docs/scale.md)
+            from tether.llm.shared_cache import SharedExactCache
+            from tether.store.redis import connect
+
+            self.exact = SharedExactCache(connect(settings.redis_url))
         self.semantic: SemanticCache | None = None
         self._embedder: Any = None
         self.calibration_samples = 0
