@@ -56,10 +56,13 @@ def test_an_age_shift_is_flagged_shadowed_to_a_diagnostic_instance_and_live_user
     async def story():
         runner, hook_url, got = await _receiver()
         config = MonitorConfig(
+            # A window long enough that min_rows fills at 5 requests/s: the status below judges the last
+            # window_seconds of wall-clock slices, and a loaded machine serves few requests per second (CI saw
+            # 61 rows in a 6 s window, under a min_rows of 150, while the watch had already found the shift).
             slice_seconds=1,
-            window_seconds=6,
+            window_seconds=20,
             check_seconds=1,
-            min_rows=150,
+            min_rows=100,
             actions={"webhook": hook_url, "shadow": {"version": v2.ref, "percent": 100}},
         )
         Watch(reg).set_config("fraud", config)
@@ -105,20 +108,24 @@ def test_an_age_shift_is_flagged_shadowed_to_a_diagnostic_instance_and_live_user
                 # The status judges the last window_seconds of wall-clock slices: on a loaded machine a stall can
                 # leave the window short of min_rows right after detection. Keep the shifted traffic coming and
                 # poll (bounded) until the status sees what the watch saw.
-                deadline = time.monotonic() + 60
+                deadline = time.monotonic() + 120
+
+                def shown(age):  # the status sees the alarm, over a window the shifted traffic now fills
+                    return age is not None and age["alarm"] and age["live"]["mean"] < age["baseline"]["mean"] - 5
+
                 while True:
                     await send(shifted, 1)
                     async with session.get(f"{server.url}/v1/models/fraud/monitor") as r:
                         status = await r.json()
                     v = next((v for v in status["versions"] if v["version"] == v1.id), {"features": []})
                     age = next((f for f in v["features"] if f["feature"] == "customer_age" and not f["segment"]), None)
-                    if (age is not None and age["alarm"]) or time.monotonic() > deadline:
+                    if shown(age) or time.monotonic() > deadline:
                         break
                 async with session.get(f"{server.url}/v1/models/fraud/anomalies?open=1") as r:
                     listed = await r.json()
                 async with session.get(f"{server.url}/v1/models/fraud/monitor/report") as r:
                     assert r.status == 200 and "<svg" in await r.text()
-                assert age is not None and age["alarm"] and age["live"]["mean"] < age["baseline"]["mean"] - 5
+                assert shown(age), age
                 assert {a["feature"] for a in listed["anomalies"]} == {"customer_age"}
         finally:
             await server.stop()
