@@ -69,8 +69,16 @@ class Server:
         self.registry = Registry.open(settings, clock=self.clock)
         self.metrics = MetricStore()
         self.replica = Replica(self, role=role, name=replica, lease_ttl=lease_ttl, publish_seconds=publish_seconds)
+        ray = None
+        if settings.ray_address:
+            from tether.serving.ray_runtime import RayRuntime
+
+            ray = RayRuntime(settings, on_crash=self._crashed, model_of=lambda vid: self.registry.get(vid).name)
         self.runtime = CompositeRuntime(
-            LocalRuntime(settings, on_crash=self._crashed, module_for=self._worker_module), UrlRuntime()
+            LocalRuntime(settings, on_crash=self._crashed, module_for=self._worker_module),
+            UrlRuntime(),
+            ray,
+            on_ray=lambda vid: self._worker_module(vid) == "tether.serving.worker",
         )
         self.keys = KeyRing(self.registry.store.db) if auth else None
         self.profiler = LiveProfiler(self.registry, clock=self.clock)

@@ -102,6 +102,18 @@ class Settings(BaseSettings):
         description="How many gateway replicas share the budgets: what budget_fallback='share' divides by.",
         ge=1,
     )
+    ray_address: str | None = Field(
+        default=None,
+        description="host:port of a Ray cluster's head (or 'auto'): every predictive version then runs as a Ray "
+        "Serve application instead of a child process (extra 'ray'). Unset: child processes.",
+    )
+    ray_http_host: str = Field(default="127.0.0.1", description="Where Ray Serve's HTTP proxy listens.")
+    ray_http_port: int = Field(default=8000, ge=1, le=65535, description="Ray Serve's HTTP proxy port.")
+    ray_deploy: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Ray Serve deploy config per model, as JSON: {"default": {...}, "MODEL": {...}} with replicas, '
+        "min_replicas and max_replicas (autoscaling when both are set), num_cpus and memory_mb per replica.",
+    )
     worker_threads: int = Field(
         default=1,
         description="Native threads (OpenMP, BLAS) per model instance. One serves single requests fastest and keeps "

@@ -4,7 +4,7 @@
 127.0.0.1, waits for it to be healthy, restarts it with exponential backoff when it dies, and reports each
 crash through a callback (the rollout controller treats a crashed canary as harm). `UrlRuntime` points a
 version at an external endpoint speaking tether's predict protocol or the KServe V2 inference protocol.
-Both implement the same small interface, which a Ray Serve runtime will implement too.
+Both implement the same small interface, as does `tether.serving.ray_runtime.RayRuntime` (Ray Serve).
 """
 
 from __future__ import annotations
@@ -250,14 +250,27 @@ class UrlRuntime:
 
 
 class CompositeRuntime:
-    """A version with a configured endpoint is served there; every other version by a local process."""
+    """A version with a configured endpoint is served there; with a Ray runtime, every version ``on_ray``
+    accepts runs on Ray Serve; every other version by a local process."""
 
-    def __init__(self, local: LocalRuntime, remote: UrlRuntime) -> None:
+    def __init__(
+        self,
+        local: LocalRuntime,
+        remote: UrlRuntime,
+        ray: Any = None,
+        on_ray: Callable[[str], bool] | None = None,
+    ) -> None:
         self.local = local
         self.remote = remote
+        self.ray = ray
+        self.on_ray = on_ray or (lambda _vid: True)
 
     def _pick(self, version_id: str) -> Runtime:
-        return self.remote if self.remote.has(version_id) else self.local
+        if self.remote.has(version_id):
+            return self.remote
+        if self.ray is not None and self.on_ray(version_id):
+            return self.ray  # type: ignore[no-any-return]
+        return self.local
 
     def instance(self, version_id: str) -> Instance | None:
         return self._pick(version_id).instance(version_id)
@@ -270,6 +283,8 @@ class CompositeRuntime:
 
     async def close(self) -> None:
         await self.local.close()
+        if self.ray is not None:
+            await self.ray.close()
 
     def running(self) -> list[Instance]:
-        return self.local.running()
+        return self.local.running() + (self.ray.running() if self.ray is not None else [])

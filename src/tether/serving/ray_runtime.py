@@ -1,0 +1,232 @@
+"""Model instances on Ray Serve: each routed version is a Serve application on a Ray cluster.
+
+With ``TETHER_RAY_ADDRESS`` set (``host:port`` of a running cluster's head, or ``auto``), `RayRuntime` takes the
+place of the local runtime for every predictive version (embedded LLM engines stay local processes): `ensure`
+deploys the application ``tether-<version>`` (one `VersionReplica` deployment) with the deploy config of the
+version's model from ``TETHER_RAY_DEPLOY`` (replicas, autoscaling bounds, CPUs and memory per replica) and
+serves it at ``http://<ray_http_host>:<ray_http_port>/tether/<version>``; `stop` deletes it. Each replica
+verifies the version's digests before it serves (`tether.serving.ray_replica`). The gateway reconciles the
+applications with the routing tables as it does local processes.
+
+A replica that dies is restarted by Serve; an application that Serve reports unhealthy or failed to deploy is
+reported once through ``on_crash`` like a crashed local instance (the rollout controller rolls a canary back
+on it). A cluster that cannot be reached is an error naming the address, and the version is not served.
+
+The Ray calls block (deploying waits until the application is healthy), so they run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.core.errors import ExternalCommandError, InvalidInputError, MissingExtraError
+from tether.core.settings import Settings
+from tether.serving.runtime import Instance
+
+log = logging.getLogger("tether.ray")
+
+
+class RayDeploy(BaseModel):
+    """How a model's versions run on Ray Serve (``TETHER_RAY_DEPLOY``: ``{"default": {...}, "MODEL": {...}}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    replicas: int = Field(default=1, ge=1)
+    #: With both set, Serve autoscales between them (``replicas`` is the starting count).
+    min_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
+    num_cpus: float = Field(default=0.5, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0)
+
+    def options(self) -> dict[str, Any]:
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.memory_mb is not None:
+            actor["memory"] = self.memory_mb * 1024 * 1024
+        out: dict[str, Any] = {"ray_actor_options": actor}
+        if self.min_replicas is not None and self.max_replicas is not None:
+            if self.min_replicas > self.max_replicas:
+                raise InvalidInputError("ray deploy config: min_replicas is above max_replicas")
+            out["autoscaling_config"] = {
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
+                "initial_replicas": min(max(self.replicas, self.min_replicas), self.max_replicas),
+            }
+        else:
+            out["num_replicas"] = self.replicas
+        return out
+
+
+def deploy_config(settings: Settings, model: str) -> RayDeploy:
+    raw = settings.ray_deploy
+    try:
+        return RayDeploy.model_validate({**raw.get("default", {}), **raw.get(model, {})})
+    except ValueError as e:
+        raise InvalidInputError(f"TETHER_RAY_DEPLOY for {model!r} is not valid: {e}") from None
+
+
+def app_name(version_id: str) -> str:
+    return f"tether-{version_id[:16]}"
+
+
+class RayRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_crash: Callable[[str], None] | None = None,
+        model_of: Callable[[str], str] | None = None,
+        startup_timeout: float = 180.0,
+    ) -> None:
+        self.settings = settings
+        self.startup_timeout = startup_timeout
+        self.address = settings.ray_address or "auto"
+        self.on_crash = on_crash
+        self.model_of = model_of or (lambda _vid: "default")
+        self._instances: dict[str, Instance] = {}
+        self._starting: dict[str, asyncio.Future[Instance]] = {}
+        self._reported: set[str] = set()
+        self._connected = False
+        self._owns_connection = False
+        self._lock = threading.Lock()
+        self._watch: asyncio.Task[None] | None = None
+
+    # -- the cluster -------------------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        try:
+            import ray
+            from ray import serve
+        except ImportError:
+            raise MissingExtraError("the ray runtime (TETHER_RAY_ADDRESS)", "ray[serve]", "ray") from None
+        with self._lock:
+            if not self._connected:
+                # A process already connected (the cluster's own driver, in tests) keeps its connection at close.
+                self._owns_connection = not ray.is_initialized()
+                if not self._owns_connection and self.address != "auto":
+                    current = ray.get_runtime_context().gcs_address
+                    if current != self.address:
+                        raise ExternalCommandError(
+                            f"cannot reach the Ray cluster at {self.address}: this process is connected to the "
+                            f"cluster at {current}",
+                            hint="one process talks to one Ray cluster: check TETHER_RAY_ADDRESS",
+                        )
+                try:
+                    ray.init(address=self.address, namespace="tether", log_to_driver=False, ignore_reinit_error=True)
+                except (ConnectionError, RuntimeError, ValueError) as e:
+                    raise ExternalCommandError(
+                        f"cannot reach the Ray cluster at {self.address}: {e}",
+                        hint="start it (ray start --head) or unset TETHER_RAY_ADDRESS",
+                    ) from None
+                serve.start(http_options={"host": self.settings.ray_http_host, "port": self.settings.ray_http_port})
+                self._connected = True
+        return serve
+
+    def _deploy(self, version_id: str) -> Instance:
+        serve = self._connect()
+        from tether.serving.ray_replica import VersionReplica
+
+        config = deploy_config(self.settings, self.model_of(version_id))
+        env = {k: v for k, v in self.settings.to_env().items() if v is not None}
+        name = app_name(version_id)
+        app = VersionReplica.options(  # type: ignore[attr-defined]
+            name="replica", max_constructor_retry_count=3, **config.options()
+        ).bind(version_id, env)
+        # serve.run waits for the application, however long a failing constructor keeps being retried: deploy
+        # without waiting (Serve's own `_run`, which serve.run wraps) and wait here, bounded, on its status.
+        from ray.serve.api import _run
+
+        _run(app, _blocking=False, name=name, route_prefix=f"/tether/{version_id[:16]}")
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            status = serve.status().applications.get(name)
+            state = str(getattr(status, "status", "NOT_STARTED")).rsplit(".", 1)[-1]
+            if state == "RUNNING":
+                break
+            if state in ("DEPLOY_FAILED", "UNHEALTHY") or time.monotonic() > deadline:
+                why = getattr(status, "message", "") or f"still {state} after {self.startup_timeout:.0f} s"
+                with contextlib.suppress(Exception):
+                    serve.delete(name)
+                raise ExternalCommandError(
+                    f"the Ray deployment of {version_id[:12]}… did not start: {str(why).strip()[-800:]}"
+                )
+            time.sleep(0.25)
+        url = f"http://{self.settings.ray_http_host}:{self.settings.ray_http_port}/tether/{version_id[:16]}"
+        return Instance(version_id, url, protocol="tether")
+
+    # -- the runtime interface ---------------------------------------------------------------------------------
+    def instance(self, version_id: str) -> Instance | None:
+        return self._instances.get(version_id)
+
+    async def ensure(self, version_id: str) -> Instance:
+        if (inst := self._instances.get(version_id)) is not None:
+            return inst
+        task = self._starting.get(version_id)
+        if task is None:
+            task = self._starting[version_id] = asyncio.ensure_future(asyncio.to_thread(self._deploy, version_id))
+        try:
+            inst = await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._starting.pop(version_id, None)
+        self._instances[version_id] = inst
+        self._reported.discard(version_id)
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.create_task(self._supervise())
+        return inst
+
+    async def stop(self, version_id: str) -> None:
+        if self._instances.pop(version_id, None) is None:
+            return
+        serve = self._connect()
+        await asyncio.to_thread(serve.delete, app_name(version_id))
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        for vid in list(self._instances):
+            try:
+                await self.stop(vid)
+            except Exception:
+                log.warning("could not delete the Ray application of %s", vid[:12], exc_info=True)
+        if self._connected and self._owns_connection:
+            import ray
+
+            await asyncio.to_thread(ray.shutdown)
+        self._connected = False
+
+    def running(self) -> list[Instance]:
+        return list(self._instances.values())
+
+    # -- crashes ---------------------------------------------------------------------------------------------------
+    def unhealthy(self) -> list[str]:
+        """Versions whose application Serve reports neither running nor starting."""
+        serve = self._connect()
+        apps = serve.status().applications
+        out = []
+        for vid in list(self._instances):
+            status = apps.get(app_name(vid))
+            state = str(getattr(status, "status", "MISSING")).rsplit(".", 1)[-1]
+            if state not in ("RUNNING", "DEPLOYING"):
+                out.append(vid)
+        return out
+
+    async def _supervise(self) -> None:
+        while self._instances:
+            await asyncio.sleep(1.0)
+            try:
+                bad = await asyncio.to_thread(self.unhealthy)
+            except Exception:
+                log.warning("could not read the Ray Serve status", exc_info=True)
+                continue
+            for vid in bad:
+                if vid not in self._reported:
+                    self._reported.add(vid)
+                    log.error("the Ray application of %s is unhealthy", vid[:12])
+                    if self.on_crash is not None:
+                        self.on_crash(vid)
