@@ -69,7 +69,8 @@ def serve(
         str | None, typer.Option(help="This process's name among replicas (default HOST-PID); keep it across restarts.")
     ] = None,
     lease_ttl: Annotated[
-        float, typer.Option(help="Seconds the leader's lease lasts: a standby takes over within about this long.")
+        float,
+        typer.Option(min=0.5, help="Seconds the leader's lease lasts: a standby takes over within about this long."),
     ] = 6.0,
 ) -> None:
     """Run the gateway, one instance process per routed version, the rollout controller and the drift watch.
