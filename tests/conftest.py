@@ -18,6 +18,36 @@ from tether.registry import Registry
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fraud"
 PG_URL = os.environ.get("TETHER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_reachable() -> bool:
+    try:
+        from tether.store.redis import connect
+
+        return bool(connect(REDIS_URL).ping())
+    except Exception:
+        return False
+
+
+#: Skip a test that needs Redis only where it truly cannot run (.ci/run expects one on 127.0.0.1:6379).
+needs_redis = pytest.mark.skipif(
+    not _redis_reachable(), reason="no Redis at TETHER_TEST_REDIS_URL (.ci/run expects one)"
+)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of the test's own in the test Redis, its keys deleted afterwards."""
+    from tether.store.redis import connect
+
+    p = f"tether-test:{uuid.uuid4().hex[:8]}:"
+    yield p
+    r = connect(REDIS_URL)
+    for k in r.scan_iter(p + "*"):
+        r.delete(k)
+
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@tether.invalid",

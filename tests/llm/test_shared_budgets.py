@@ -1,35 +1,23 @@
 """Budgets shared by several gateway replicas through Redis: together they never overspend."""
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
 
+from tests.conftest import REDIS_URL, needs_redis
 from tether.llm.ledger import BudgetExceeded, Limits
-from tether.llm.shared_budgets import BudgetUnavailable, RedisBudgets, connect
+from tether.llm.shared_budgets import BudgetUnavailable, RedisBudgets
+from tether.store.redis import connect
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = REDIS_URL
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
-
-
-def _reachable() -> bool:
-    try:
-        return bool(connect(REDIS).ping())
-    except Exception:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _reachable(), reason="no Redis on 127.0.0.1:6379 (.ci/run expects one)")
+pytestmark = needs_redis
 
 
 @pytest.fixture
-def prefix():
-    p = f"tether-test:{uuid.uuid4().hex[:8]}:"
-    yield p
-    r = connect(REDIS)
-    for k in r.scan_iter(p + "*"):
-        r.delete(k)
+def prefix(redis_prefix):
+    return redis_prefix
 
 
 def _replicas(prefix, n=3, **kw):

@@ -2,38 +2,27 @@
 dropped for all at once when its version goes."""
 
 import time
-import uuid
 
 import pytest
 
+from tests.conftest import REDIS_URL, needs_redis
 from tether.llm.cache import Cached, canonical_key
 from tether.llm.shared_cache import SharedExactCache
 from tether.store.redis import connect
 
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-def _reachable() -> bool:
-    try:
-        return bool(connect(REDIS).ping())
-    except Exception:
-        return False
+REDIS = REDIS_URL
 
 
 @pytest.fixture
-def prefix():
-    p = f"tether-test:{uuid.uuid4().hex[:8]}:"
-    yield p
-    r = connect(REDIS)
-    for k in r.scan_iter(p + "*"):
-        r.delete(k)
+def prefix(redis_prefix):
+    return redis_prefix
 
 
 def _entry(version="v1", text="Paris."):
     return Cached(text, "stop", 12, 2, 0.001, time.time(), version, query="capital of France?")
 
 
-@pytest.mark.skipif(not _reachable(), reason="no Redis on 127.0.0.1:6379 (.ci/run expects one)")
+@needs_redis
 def test_written_by_one_replica_served_by_another_in_its_partition_only(prefix):
     a, b = SharedExactCache(connect(REDIS), prefix=prefix), SharedExactCache(connect(REDIS), prefix=prefix)
     key = canonical_key(tenant="acme", version="v1", messages=[{"role": "user", "content": "capital of France?"}])

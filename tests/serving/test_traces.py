@@ -1,21 +1,12 @@
 """Delayed labels reach the version that answered, whichever replica the label is sent to."""
 
-import uuid
 from datetime import UTC, datetime
 
-import pytest
-
+from tests.conftest import REDIS_URL, needs_redis
 from tether.serving.traces import SharedTraceMemory, TraceMemory
 from tether.store.redis import connect
 
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-def _reachable() -> bool:
-    try:
-        return bool(connect(REDIS).ping())
-    except Exception:
-        return False
+REDIS = REDIS_URL
 
 
 def test_the_local_memory_keeps_the_newest():
@@ -26,9 +17,9 @@ def test_the_local_memory_keeps_the_newest():
     assert m.get("a") is None and m.get("c") is not None
 
 
-@pytest.mark.skipif(not _reachable(), reason="no Redis on 127.0.0.1:6379 (.ci/run expects one)")
-def test_a_prediction_remembered_by_one_replica_is_found_by_another():
-    prefix = f"tether-test:{uuid.uuid4().hex[:8]}:"
+@needs_redis
+def test_a_prediction_remembered_by_one_replica_is_found_by_another(redis_prefix):
+    prefix = redis_prefix
     a = SharedTraceMemory(10, connect(REDIS), prefix=prefix, ttl=60)
     b = SharedTraceMemory(10, connect(REDIS), prefix=prefix, ttl=60)
     at = datetime(2026, 12, 3, 12, 0, 0, 123456, tzinfo=UTC)
@@ -37,9 +28,6 @@ def test_a_prediction_remembered_by_one_replica_is_found_by_another():
     assert b.get("t1") is None  # not yet shared: a 404 the client may retry, never a wrong version
     assert a.flush() == 1
     assert b.get("t1") == entry
-    r = connect(REDIS)
-    for k in r.scan_iter(prefix + "*"):
-        r.delete(k)
 
 
 def test_with_redis_away_the_memory_degrades_to_this_process():
