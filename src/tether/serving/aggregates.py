@@ -48,6 +48,7 @@ class Publisher:
 
     def __init__(self, db: Database, store: MetricStore, replica: str) -> None:
         self.db, self.store, self.replica = db, store, replica
+        store.track_changes = True  # from now on the store notes what changed, and `publish` drains it
         self.published = 0
         self.failures = 0
         self._last_prune = 0.0

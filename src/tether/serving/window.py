@@ -125,6 +125,8 @@ class MetricStore:
         self._streaks: dict[Key, int] = {}
         #: Slices changed since `take_dirty` last ran (what a replica publishes; see ``serving.aggregates``).
         self._dirty: set[tuple[Key, int]] = set()
+        #: Whether to note changed slices at all: only a replica that publishes drains them (`take_dirty`).
+        self.track_changes = False
         self._lock = threading.Lock()
         self.retention = retention
 
@@ -136,7 +138,8 @@ class MetricStore:
         slices = self._slices.setdefault(key, {})
         s = self.slice_of(at)
         t = slices.get(s)
-        self._dirty.add((key, s))
+        if self.track_changes:
+            self._dirty.add((key, s))
         if t is None:
             t = slices[s] = Tally()
             horizon = s - int(self.retention.total_seconds()) // SLICE_SECONDS
