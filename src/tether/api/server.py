@@ -108,7 +108,9 @@ class Server:
             from tether.serving.traces import SharedTraceMemory
             from tether.store.redis import connect
 
-            self.gateway.traces = SharedTraceMemory(self.gateway.traces.capacity, connect(settings.redis_url))
+            self.gateway.traces = SharedTraceMemory(
+                self.gateway.traces.capacity, connect(settings.redis_url), prefix=f"{settings.redis_namespace}:trace:"
+            )
         self.gateway.health_extra = self.replica.health
         self.gateway.metrics_extra = self.replica.prometheus
         # The controller judges the evidence of every replica (this process's alone on the embedded default);

@@ -87,8 +87,14 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="redis://host:port/db shared by every gateway replica for LLM budgets and rate limits, the "
-        "exact LLM cache and the trace memory that joins delayed labels to predictions (extra 'redis'). Unset: "
-        "all in process.",
+        "exact LLM cache, the semantic cache's entries and calibration (a stream every replica's index follows) "
+        "and the trace memory that joins delayed labels to predictions (extra 'redis'). Unset: all in process.",
+    )
+    redis_namespace: str = Field(
+        default="tether",
+        description="The first part of every Redis key and stream tether writes (<namespace>:budget:, :exact:, "
+        ":semantic, :trace:): deployments that share one Redis keep apart by naming themselves differently.",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
     )
     budget_fallback: str = Field(
         default="refuse",

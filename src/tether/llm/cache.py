@@ -362,6 +362,9 @@ class Lookup:
 
 
 class SemanticCache:
+    #: Kept in step with every replica through Redis (``llm.shared_semantic``) rather than this process's only.
+    shared = False
+
     def __init__(self, *, max_entries: int = 100_000, expansion: int = 64) -> None:
         from usearch.index import Index  # the extra's ANN index
 

@@ -78,7 +78,12 @@ class LLMGateway:
         self.versions: dict[str, VersionInfo] = {}
         settings = gateway.registry.settings
         self.budgets: Budgets = (
-            RedisBudgets(settings.redis_url, fallback=settings.budget_fallback, replicas=settings.gateway_replicas)
+            RedisBudgets(
+                settings.redis_url,
+                fallback=settings.budget_fallback,
+                replicas=settings.gateway_replicas,
+                prefix=f"{settings.redis_namespace}:budget:",
+            )
             if settings.redis_url
             else Budgets()
         )
@@ -196,6 +201,7 @@ class LLMGateway:
                 version_id, mv.name, spec, (mv.code.digest, mv.data.digest, mv.weights.digest), tokenizer
             )
             self.versions[version_id] = info
+            self.caches.attach(info)
             return info
 
     async def run(self) -> None:
@@ -213,6 +219,7 @@ class LLMGateway:
         await asyncio.gather(*self.background, return_exceptions=True)
         await asyncio.to_thread(self.ledger.flush)
         await self.grading.close()  # the check rows not yet written
+        await asyncio.to_thread(self.caches.close)
         shutil.rmtree(self._scratch, ignore_errors=True)  # the tokenizer files fetched for local versions
 
     # -- routes ---------------------------------------------------------------------------------------------
@@ -248,6 +255,7 @@ class LLMGateway:
             if self.semantic is None
             else {
                 "entries": len(self.semantic),
+                "shared": self.semantic.shared,
                 "hits": self.semantic.hits,
                 "misses": self.semantic.misses,
                 "refused_by_meaning_guard": self.semantic.guarded,

@@ -13,7 +13,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tether.llm.cache import ANSWER_AGREEMENT, Cached, ExactCache, SemanticCache, canonical_key, short_hash
+from tether.llm.cache import (
+    ANSWER_AGREEMENT,
+    Cached,
+    Calibrator,
+    ExactCache,
+    SemanticCache,
+    canonical_key,
+    short_hash,
+)
 from tether.llm.call import CacheLookup, Call, Outcome, Upstream, VersionInfo, normal_text
 from tether.llm.dispatch import Dispatcher
 
@@ -30,8 +38,14 @@ class CacheStage:
             from tether.llm.shared_cache import SharedExactCache
             from tether.store.redis import connect
 
-            self.exact = SharedExactCache(connect(settings.redis_url))
+            self.exact = SharedExactCache(connect(settings.redis_url), prefix=f"{settings.redis_namespace}:exact:")
+        self._new_semantic: Callable[[], SemanticCache] = SemanticCache
+        if settings.redis_url:
+            from tether.llm.shared_semantic import shared_semantic
+
+            self._new_semantic = shared_semantic(settings.redis_url, f"{settings.redis_namespace}:semantic")
         self.semantic: SemanticCache | None = None
+        self._calibrators: dict[str, Calibrator] = {}
         self._embedder: Any = None
         self.calibration_samples = 0
 
@@ -45,8 +59,27 @@ class CacheStage:
             from tether.graders.embed import shared
 
             self._embedder = shared()
-            self.semantic = SemanticCache()
+            self.semantic = self._new_semantic()
+            for vid, cal in self._calibrators.items():
+                self._attach(vid, cal)
         return self._embedder
+
+    def attach(self, info: VersionInfo) -> None:
+        """A version loaded on this replica: its calibrator also counts the other replicas' samples."""
+        self._calibrators[info.version_id] = info.calibrator
+        self._attach(info.version_id, info.calibrator)
+
+    def _attach(self, version_id: str, calibrator: Calibrator) -> None:
+        from tether.llm.shared_semantic import SharedSemanticCache
+
+        if isinstance(self.semantic, SharedSemanticCache):
+            self.semantic.attach(version_id, calibrator)
+
+    def close(self) -> None:
+        from tether.llm.shared_semantic import SharedSemanticCache
+
+        if isinstance(self.semantic, SharedSemanticCache):
+            self.semantic.close()
 
     async def look_up(self, call: Call, outcome: Outcome) -> CacheLookup:
         """The exact cache, then the semantic cache (single-turn unless the version allows more)."""
@@ -154,6 +187,10 @@ class CacheStage:
             same = float(vecs[0] @ vecs[1]) >= ANSWER_AGREEMENT
         self.calibration_samples += 1
         info.calibrator.add(sim, not same)
+        from tether.llm.shared_semantic import SharedSemanticCache
+
+        if isinstance(self.semantic, SharedSemanticCache):
+            await asyncio.to_thread(self.semantic.sample, info.version_id, sim, not same)
 
     def word_similarity(self, a: str, b: str) -> float:
         v = self.embedder().encode([a, b])

@@ -10,7 +10,8 @@ would outlive another replica's invalidation.
 Redis unreachable: a lookup is a miss and a write is skipped (counted as ``errors``); the request is answered
 by the model as without a cache, never from a stale or foreign entry.
 
-Not shared yet: the semantic cache and its calibration (each replica keeps its own index).
+The semantic cache and its calibration are shared another way (``llm.shared_semantic``): vectors cannot be
+searched in a Redis without modules, so each replica's index follows a stream.
 """
 
 from __future__ import annotations
