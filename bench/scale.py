@@ -10,6 +10,8 @@ and dropped) and Redis on 127.0.0.1:6379 (keys under a fresh prefix, deleted aft
   the same cores, so this measures coordination cost more than added capacity.
 - Budget reservations per second: reserve + settle against Redis (the atomic scripts of
   tether.llm.shared_budgets), from 1 and 8 threads, beside the in-process budgets.
+- Shared LLM caches: replica B's exact and semantic hit rates on entries replica A wrote (B's index follows
+  the Redis stream), beside A's own on the same lookups, and how long B took to hold all of A's writes.
 - Leader failover: two controllers, the leader SIGKILLed, seconds until the standby holds the lease (3 times).
 """
 
@@ -171,6 +173,60 @@ def failover(env: dict[str, str], ttl: float = 3.0, rounds: int = 3) -> None:
             p.wait(timeout=60)
 
 
+def caches(n: int = 300) -> None:
+    """Replica B's hit rate on entries replica A wrote, beside A's own on the same lookups (same run)."""
+    from tether.graders.embed import shared
+    from tether.llm.cache import Cached, canonical_key
+    from tether.llm.shared_cache import SharedExactCache
+    from tether.llm.shared_semantic import SharedSemanticCache
+    from tether.store.redis import connect
+
+    ns = f"tether-bench-{uuid.uuid4().hex[:8]}"
+    verbs = ["reset", "change", "recover", "update", "delete", "export", "verify", "renew", "cancel", "transfer"]
+    nouns = ["password", "email", "invoice", "order", "account", "address", "subscription", "card", "plan", "profile"]
+    pairs = [(v, o) for v in verbs for o in nouns][:n]
+    asked = [f"How do I {v} my {o}?" for v, o in pairs]
+    rephrased = [f"What is the way to {v} my {o}?" for v, o in pairs]
+    emb = shared()
+    va, vb = emb.encode(asked), emb.encode(rephrased)
+    part = ("acme", "v1", "sys", "tools")
+    exact = {r: SharedExactCache(connect(REDIS), prefix=f"{ns}:exact:") for r in "ab"}
+    sem = {r: SharedSemanticCache(connect(REDIS), stream=f"{ns}:semantic", block_ms=50) for r in "ab"}
+    for c in sem.values():
+        c.start()
+    try:
+        t0 = time.perf_counter()
+        for q, v in zip(asked, va, strict=True):
+            e = Cached("An answer.", "stop", 20, 8, 0.0001, time.time(), "v1", query=q)
+            exact["a"].put(canonical_key(tenant="acme", version="v1", messages=q), e)
+            sem["a"].put(part, v, e)
+        while len(sem["b"]) < len(asked):  # replica B's index follows the stream
+            time.sleep(0.005)
+        lag = time.perf_counter() - t0
+
+        def rates(r: str) -> tuple[float, float]:
+            ex = sum(
+                exact[r].get(canonical_key(tenant="acme", version="v1", messages=q), 60) is not None for q in asked
+            )
+            se = sum(
+                sem[r].lookup_near(part, q, v, 0.92, 60).hit is not None for q, v in zip(rephrased, vb, strict=True)
+            )
+            return ex / len(asked), se / len(asked)
+
+        (ea, sa), (eb, sb) = rates("a"), rates("b")
+        print(
+            f"cache hits on replica B for {len(asked)} entries written by replica A: exact {eb:.0%} (A itself "
+            f"{ea:.0%}), semantic on rephrased prompts {sb:.0%} (A itself {sa:.0%}, ratio B/A "
+            f"{sb / sa if sa else float('nan'):.2f}); B held all of A's writes {lag:.2f} s after A began them"
+        )
+    finally:
+        for c in sem.values():
+            c.close()
+        r = connect(REDIS)
+        for k in r.scan_iter(ns + ":*"):
+            r.delete(k)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=3000)
@@ -188,8 +244,7 @@ def main() -> None:
             throughput(env, records, args.requests, args.connections)
             budgets()
             failover(env)
-            print("cache hit rate on replica B for entries written by replica A: not measured (shared caches are "
-                  "not built yet)")  # fmt: skip
+            caches()
     finally:
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -92,3 +92,48 @@ def test_redis_unreachable_with_share_enforces_a_replicas_part_of_each_budget(pr
     assert live.reserve(["tenant:acme"], 500, 0.0, NOW).local
     with pytest.raises(BudgetExceeded):
         live.reserve(["tenant:acme"], 1, 0.0, NOW)
+
+
+def test_a_redis_that_loses_its_keys_starts_again_from_the_ledger_not_from_zero(prefix, tmp_path):
+    """A Redis restarted without persistence (here: its keys deleted) must not hand the day's budget out again:
+    the seeds are re-read from the ledger (the gateway does so every few seconds), not kept from start."""
+    from tether.core import Settings
+    from tether.llm.ledger import LedgerWriter
+    from tether.store import Store
+
+    store = Store.open(Settings(home=tmp_path / "home", database_url="", blob_url=""))
+    (a,) = _replicas(prefix, 1)
+    a.reseed(store.db, NOW)  # at start: an empty ledger
+    held = a.reserve(["tenant:acme"], 6_000, 0.0, NOW)
+    a.settle(held, 6_000, 0.0)
+    w = LedgerWriter(store.db)
+    w.add(
+        dict(
+            trace_id="t1",
+            at=NOW,
+            tenant="acme",
+            key_id=None,
+            model_name="m",
+            version_id="v" * 64,
+            status="ok",
+            cache="none",
+            input_tokens=5_000,
+            output_tokens=1_000,
+            cached_tokens=0,
+            cost=0.0,
+            currency="USD",
+            saved_tokens=0,
+            saved_cost=0.0,
+            trimmed_tokens=0,
+            latency_s=0.1,
+        )
+    )
+    w.flush()
+    a.reseed(store.db, NOW)
+    r = connect(REDIS)
+    for k in r.scan_iter(prefix + "*"):
+        r.delete(k)  # what a restart without persistence leaves
+    with pytest.raises(BudgetExceeded):
+        a.reserve(["tenant:acme"], 6_000, 0.0, NOW)  # 6,000 spent today (the ledger) + 6,000 > 10,000
+    assert a.usage("tenant:acme", NOW)["tokens_today"] == 6_000
+    store.close()

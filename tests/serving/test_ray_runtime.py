@@ -4,10 +4,12 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -45,6 +47,15 @@ def ray_cluster():
             serve.shutdown()
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+async def _until(cond, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(cond):
+            return True
+        await asyncio.sleep(0.5)
+    return bool(await asyncio.to_thread(cond))
 
 
 def _records(project, n=5):
@@ -92,6 +103,24 @@ def test_a_routed_version_is_a_ray_serve_application_reconciled_with_the_routing
             assert str(app.status).endswith("RUNNING")
             replicas = app.deployments["replica"].replica_states
             assert replicas.get("RUNNING") == 2  # the model's deploy config
+            # A replica's process dies (SIGKILL): Serve replaces it, and tether reports the crash as it does a
+            # local instance's, while the other replica goes on answering.
+            from ray.serve.context import _get_global_client
+
+            await _until(lambda: len(server.runtime.ray._replicas.get(v1.id, (set(), 0))[0]) == 2, 60)
+            details = _get_global_client().get_serve_details()["applications"][f"tether-{v1.id[:16]}"]
+            pid = next(iter(details["deployments"]["replica"]["replicas"]))["pid"]
+            os.kill(int(pid), signal.SIGKILL)
+            since = server.clock.now()
+            async with aiohttp.ClientSession() as s, s.post(url, json={"records": records}) as r:
+                assert r.status == 200, await r.text()
+
+            def crashed() -> bool:
+                t = server.metrics.tally("fraud", v1.id, "champion", since - timedelta(seconds=30))
+                return t.errors.get("crash", 0) >= 1
+
+            assert await _until(crashed, 90), "the dead replica was never reported"
+            assert server.runtime.ray.replica_deaths == 1
             # A new champion: its application starts and the old one is deleted, as the tables say.
             await asyncio.to_thread(ctrl.deploy, "fraud", v2.ref, reason="second", force=True)
             await server.wait_ready(timeout=240)
@@ -101,6 +130,7 @@ def test_a_routed_version_is_a_ray_serve_application_reconciled_with_the_routing
                 await asyncio.sleep(0.5)
             async with aiohttp.ClientSession() as s, s.post(url, json={"records": records}) as r:
                 assert r.status == 200 and r.headers["X-Tether-Version"] == v2.id
+            assert server.runtime.ray.replica_deaths == 1  # deleting an application is not a death
         finally:
             await server.stop()
         assert not [a for a in serve.status().applications if a.startswith("tether-")]  # stopped with the server

@@ -32,9 +32,10 @@ from tether.audit.bridge import Bridge
 from tether.audit.log import AuditLog
 from tether.audit.logset import MAIN
 from tether.audit.ship import Shipper
+from tether.core.clock import SystemClock
 from tether.core.errors import InvalidInputError
 from tether.rollout.leader import Lease, holder_name
-from tether.serving.aggregates import MergedMetrics, Publisher
+from tether.serving.aggregates import MAX_SKEW_SECONDS, MergedMetrics, Publisher, clock_skew
 from tether.serving.listen import ChangeListener
 from tether.serving.window import MetricStore
 from tether.store.database import db_now
@@ -87,7 +88,15 @@ class Replica:
         self.refresh_failures = 0
         self.last_refresh_error: str | None = None
         self.publish_failures = 0
+        self.clock_skew: float | None = None
         settings = server.settings
+        #: Checked every publication (a ping): what /healthz and /metrics say of the shared Redis.
+        self.redis: Any = None
+        if settings.redis_url:
+            from tether.store.redis import connect
+
+            self.redis = connect(settings.redis_url)
+        self.redis_error: str | None = None
         #: Where this replica's own audit log lives (None: the main log, as on the embedded default).
         self.audit_root = settings.home / "audit" / "replicas" / self.name if self.shared else None
         self._decisions: tuple[AuditLog, Bridge] | None = None
@@ -155,11 +164,58 @@ class Replica:
             await asyncio.sleep(self.publish_seconds)
             await self.publish()
 
+    def check_clock(self) -> None:
+        """Measure this replica's clock against the database's; withhold its evidence while it is too far off.
+        Only a wall clock is checked: a test's manual clock or the demo's compressed one is off on purpose."""
+        if self.publisher is None or not isinstance(self.server.clock, SystemClock):
+            return
+        self.clock_skew = clock_skew(self.db, self.server.clock)
+        skewed = abs(self.clock_skew) > MAX_SKEW_SECONDS
+        if skewed != self.publisher.withhold:
+            if skewed:
+                log.error(
+                    "this replica's clock is %+.1f s off the database's (more than %.0f s): its metric windows are "
+                    "withheld from the rollout evidence until it is set right (it keeps serving)",
+                    self.clock_skew,
+                    MAX_SKEW_SECONDS,
+                )
+            else:
+                log.warning("clock back within %.0f s of the database's: publishing evidence again", MAX_SKEW_SECONDS)
+        self.publisher.withhold = skewed
+
+    def check_redis(self) -> None:
+        if self.redis is None:
+            return
+        try:
+            self.redis.ping()
+        except Exception as e:
+            if self.redis_error is None:
+                log.error("Redis unreachable (%s): %s", self.server.settings.redis_url, e)
+            self.redis_error = f"{type(e).__name__}: {e}"
+            return
+        if self.redis_error is not None:
+            log.warning("Redis reachable again")
+        self.redis_error = None
+
+    def redis_errors(self) -> dict[str, int]:
+        """Operations on the shared Redis that failed, per part (each fell back as docs/scale.md states)."""
+        llm = self.server.llm
+        out = {
+            "budgets": int(getattr(llm.budgets, "fallbacks", 0)),
+            "exact_cache": int(getattr(llm.exact, "errors", 0)),
+            "semantic_cache": int(getattr(llm.semantic, "errors", 0)),
+            "traces": int(getattr(self.server.gateway.traces, "failures", 0)),
+        }
+        return out
+
     async def publish(self) -> None:
+        await asyncio.to_thread(self.check_redis)
         try:
             if self.publisher is not None:
+                await asyncio.to_thread(self.check_clock)
                 await asyncio.to_thread(self.publisher.publish)
-            await asyncio.to_thread(self._heartbeat)
+            if self.shared:  # one process on the embedded default has no replica row (its log is the main one)
+                await asyncio.to_thread(self._heartbeat)
             if self.shipper is not None:
                 await asyncio.to_thread(self.shipper.ship)
         except Exception as e:
@@ -173,6 +229,7 @@ class Replica:
             "leader": self.leads,
             "url": self.server.url,
             "stale_since": self.stale_since,
+            "clock_skew_seconds": self.clock_skew,
             # What `tether audit verify` checks this replica's log against (a log that lost its newest segments).
             "audit_size": audit.log.tree.size if audit is not None else 0,
         }
@@ -252,6 +309,22 @@ class Replica:
             }
         if self.listener is not None:
             out["listening"] = self.listener.connected
+        if self.redis_error is not None:
+            refuse = self.server.settings.budget_fallback == "refuse"
+            out["redis"] = {
+                "state": "unreachable",
+                "error": self.redis_error,
+                "budgets": "budgeted LLM requests refused (503)"
+                if refuse
+                else f"each budget held to 1/{self.server.settings.gateway_replicas} on this replica",
+                "caches": "misses (answers come from the model)",
+            }
+        if self.publisher is not None and self.publisher.withhold:
+            out["clock"] = {
+                "state": "skewed",
+                "skew_seconds": round(self.clock_skew or 0.0, 3),
+                "evidence": f"withheld: more than {MAX_SKEW_SECONDS:g} s off the database's clock",
+            }
         return out
 
     def prometheus(self) -> list[str]:
@@ -269,6 +342,19 @@ class Replica:
                 "# TYPE tether_leader_takeovers_total counter",
                 f"tether_leader_takeovers_total {self.lease.takeovers}",
             ]
+        if self.redis is not None:
+            lines += ["# TYPE tether_redis_reachable gauge", f"tether_redis_reachable {int(self.redis_error is None)}"]
+            lines.append("# TYPE tether_redis_errors_total counter")
+            lines += [f'tether_redis_errors_total{{part="{k}"}} {v}' for k, v in self.redis_errors().items()]
+        if self.publisher is not None:
+            lines += [
+                "# TYPE tether_evidence_withheld gauge",
+                f"tether_evidence_withheld {int(self.publisher.withhold)}",
+                "# TYPE tether_evidence_withheld_slices_total counter",
+                f"tether_evidence_withheld_slices_total {self.publisher.withheld}",
+            ]
+            if self.clock_skew is not None:
+                lines += ["# TYPE tether_clock_skew_seconds gauge", f"tether_clock_skew_seconds {self.clock_skew:.4f}"]
         if self.listener is not None:
             lines += ["# TYPE tether_listen_connected gauge", f"tether_listen_connected {int(self.listener.connected)}"]
         return lines

@@ -175,11 +175,10 @@ class Server:
             ]
         if self.replica.shared and self.replica.decides and self.settings.audit:
             self._tasks.append(asyncio.create_task(self.replica.decisions_loop()))
+        if self.replica.shared or self.replica.redis is not None:
+            self._tasks.append(asyncio.create_task(self.replica.publish_loop()))  # with the Redis check
         if self.replica.shared:
-            self._tasks += [
-                asyncio.create_task(self.replica.lease_loop()),
-                asyncio.create_task(self.replica.publish_loop()),
-            ]
+            self._tasks.append(asyncio.create_task(self.replica.lease_loop()))
         if self.audit is not None:
             # Kept apart: they must outlive the requests in flight at shutdown, which await their records.
             self._audit_tasks = [

@@ -62,6 +62,8 @@ log = logging.getLogger("tether.llm")
 TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "chat_template", "config")
 __all__ = ["LLMGateway", "ReplicaPicker"]
 DEFAULT_EVALS = LLMEvalConfig()
+#: How often shared budgets re-read their seeds from the ledger: what a Redis restart can forget at most.
+RESEED_SECONDS = 2.0
 
 
 class LLMGateway:
@@ -205,13 +207,21 @@ class LLMGateway:
             return info
 
     async def run(self) -> None:
-        """Flush the ledger in batches."""
+        """Flush the ledger in batches; with shared budgets, re-read their seeds from it every few seconds."""
+        reseed = getattr(self.budgets, "reseed", None)
+        last = time.monotonic()
         while True:
             await asyncio.sleep(self.flush_seconds)
             try:
                 await asyncio.to_thread(self.ledger.flush)
             except Exception:
                 log.exception("ledger flush failed (kept for the next one)")
+            if reseed is not None and time.monotonic() - last >= RESEED_SECONDS:
+                last = time.monotonic()
+                try:
+                    await asyncio.to_thread(reseed, self.db, self.gw.clock.now())
+                except Exception:
+                    log.exception("could not re-read the budgets' seeds from the ledger (the last ones hold)")
 
     async def close(self) -> None:
         for t in list(self.background):

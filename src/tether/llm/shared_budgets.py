@@ -9,8 +9,10 @@ runs a script alone, so N replicas reserving at once can never hold more than a 
 
 Keys (``tether:budget:`` + scope): ``:req`` (a sorted set of request times), ``:tok:YYYY-MM-DD`` and
 ``:cost:YYYY-MM`` (counters), each expiring after its window. On first use of a day or month a counter is
-seeded from the ledger with ``SET NX`` (so a restart of Redis forgets only the last minute's request count and
-the reservations in flight, as a restart of one gateway does today).
+seeded from the ledger with ``SET NX``. The seeds are the ledger's sums, re-read every few seconds
+(`reseed`, from the gateway's ledger loop), so a Redis that restarts empty, or loses the keys, starts again from
+what the ledger holds: it forgets only the last minute's request count, the reservations in flight and the use
+of the last few seconds (not yet in the ledger, or not yet re-read), never the day's.
 
 Times are the gateway's clock (the same clock that names the day and month); replicas with clocks apart by
 seconds disagree only about which minute a request falls in.
@@ -117,8 +119,15 @@ class RedisBudgets(Budgets):
         self.own.set_limits({s: _share(lim, self.replicas) for s, lim in limits.items()})
 
     def seed(self, scope: str, day: str, tokens: int, month: str, cost: float) -> None:
-        _, t0, _, c0 = self._seeds.get(scope, (day, 0, month, 0.0))
-        self._seeds[scope] = (day, t0 + tokens, month, c0 + cost)
+        _seed_into(self._seeds, scope, day, tokens, month, cost)
+
+    def reseed(self, db: Any, now: datetime) -> None:
+        """Read the seeds again from the ledger (off the event loop); swapped in whole, never half-read."""
+        from tether.llm.ledger import seed_from_ledger
+
+        fresh = _Seeds()
+        seed_from_ledger(db, fresh, now)  # type: ignore[arg-type]  # it calls only .seed
+        self._seeds = fresh.seeds
 
     def _keys(self, scope: str, day: str, month: str) -> list[str]:
         base = self.prefix + scope
@@ -212,3 +221,20 @@ def _share(lim: Limits, n: int) -> Limits:
         None if lim.tokens_per_day is None else lim.tokens_per_day // n,
         None if lim.cost_per_month is None else lim.cost_per_month / n,
     )
+
+
+def _seed_into(
+    seeds: dict[str, tuple[str, int, str, float]], scope: str, day: str, tokens: int, month: str, cost: float
+) -> None:
+    _, t0, _, c0 = seeds.get(scope, (day, 0, month, 0.0))
+    seeds[scope] = (day, t0 + tokens, month, c0 + cost)
+
+
+class _Seeds:
+    """What `seed_from_ledger` fills: the ledger's sums per scope."""
+
+    def __init__(self) -> None:
+        self.seeds: dict[str, tuple[str, int, str, float]] = {}
+
+    def seed(self, scope: str, day: str, tokens: int, month: str, cost: float) -> None:
+        _seed_into(self.seeds, scope, day, tokens, month, cost)

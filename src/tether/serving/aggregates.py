@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tether.core.clock import Clock
 from tether.serving.window import SLICE_SECONDS, Key, MetricStore, Tally
 from tether.store.database import Database, db_now
 from tether.store.tables import metric_slices
@@ -37,6 +38,18 @@ log = logging.getLogger("tether.aggregates")
 #: Rows published up to this long before a sync's start are read again: a transaction may commit a little
 #: after the database time it stamped.
 REREAD_SECONDS = 15.0
+#: How far a replica's clock may be off the database's before its evidence is withheld (slices are 10 s).
+MAX_SKEW_SECONDS = 2.0
+
+
+def clock_skew(db: Database, clock: Clock) -> float:
+    """How far ``clock`` runs ahead of the database server's (seconds; negative: behind), the round trip halved
+    out."""
+    t0 = clock.now().timestamp()
+    with db.connect() as conn:
+        server = float(conn.execute(select(db_now(db.dialect))).scalar_one())
+    t1 = clock.now().timestamp()
+    return (t0 + t1) / 2 - server
 
 
 def _upsert(dialect: str) -> Any:
@@ -51,12 +64,21 @@ class Publisher:
         store.track_changes = True  # from now on the store notes what changed, and `publish` drains it
         self.published = 0
         self.failures = 0
+        #: Set by the replica while its clock is more than `MAX_SKEW_SECONDS` off the database's: its slices,
+        #: stamped by that clock, would land in the wrong windows (a clock an hour ahead would count the same
+        #: requests in every step for an hour), so they are withheld, counted, and the controller judges the
+        #: other replicas' evidence. Serving goes on.
+        self.withhold = False
+        self.withheld = 0
         self._last_prune = 0.0
         self._newest: dict[str, int] = {}
 
     def publish(self) -> int:
         items = self.store.take_dirty()
         if not items:
+            return 0
+        if self.withhold:
+            self.withheld += len(items)
             return 0
         ins = _upsert(self.db.dialect)(metric_slices)
         rows = [

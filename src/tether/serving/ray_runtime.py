@@ -8,9 +8,11 @@ serves it at ``http://<ray_http_host>:<ray_http_port>/tether/<version>``; `stop`
 verifies the version's digests before it serves (`tether.serving.ray_replica`). The gateway reconciles the
 applications with the routing tables as it does local processes.
 
-A replica that dies is restarted by Serve; an application that Serve reports unhealthy or failed to deploy is
-reported once through ``on_crash`` like a crashed local instance (the rollout controller rolls a canary back
-on it). A cluster that cannot be reached is an error naming the address, and the version is not served.
+A replica that dies is restarted by Serve, and reported through ``on_crash`` like a crashed local instance
+(the rollout controller rolls a canary back on it): a replica seen running that is gone while the deployment's
+target number of replicas did not go down is a death, not a scale-down. An application that Serve reports
+unhealthy or failed to deploy is reported once the same way. A cluster that cannot be reached is an error
+naming the address, and the version is not served.
 
 The Ray calls block (deploying waits until the application is healthy), so they run in worker threads.
 """
@@ -92,6 +94,9 @@ class RayRuntime:
         self._instances: dict[str, Instance] = {}
         self._starting: dict[str, asyncio.Future[Instance]] = {}
         self._reported: set[str] = set()
+        #: Per version: the replica ids last seen running, and the deployment's target number of replicas then.
+        self._replicas: dict[str, tuple[set[str], int]] = {}
+        self.replica_deaths = 0
         self._connected = False
         self._owns_connection = False
         self._lock = threading.Lock()
@@ -181,6 +186,7 @@ class RayRuntime:
         return inst
 
     async def stop(self, version_id: str) -> None:
+        self._replicas.pop(version_id, None)
         if self._instances.pop(version_id, None) is None:
             return
         serve = self._connect()
@@ -216,14 +222,49 @@ class RayRuntime:
                 out.append(vid)
         return out
 
+    def died(self) -> list[str]:
+        """Versions one of whose replicas died since the last look (one entry per death)."""
+        from ray.serve.context import _get_global_client  # the client Serve's own CLI reads details with
+
+        self._connect()
+        client = _get_global_client()
+        if client is None:  # Serve not started on this cluster yet: no replica to have died
+            return []
+        apps = client.get_serve_details().get("applications") or {}
+        out = []
+        for vid in list(self._instances):
+            deployments = (apps.get(app_name(vid)) or {}).get("deployments") or {}
+            running: set[str] = set()
+            present: set[str] = set()
+            target = 0
+            for dep in deployments.values():
+                target += int(dep.get("target_num_replicas") or 0)
+                for r in dep.get("replicas") or ():
+                    rid = str(r.get("replica_id"))
+                    present.add(rid)
+                    if str(r.get("state")).rsplit(".", 1)[-1] == "RUNNING":
+                        running.add(rid)
+            before, before_target = self._replicas.get(vid, (set(), 0))
+            if target >= before_target:  # a scale-down removes replicas on purpose
+                for rid in before - present:
+                    log.error("a Ray replica of %s died (%s); Serve replaces it", vid[:12], rid)
+                    self.replica_deaths += 1
+                    out.append(vid)
+            self._replicas[vid] = ((before & present) | running, target)
+        return out
+
     async def _supervise(self) -> None:
         while self._instances:
             await asyncio.sleep(1.0)
             try:
                 bad = await asyncio.to_thread(self.unhealthy)
+                deaths = await asyncio.to_thread(self.died)
             except Exception:
                 log.warning("could not read the Ray Serve status", exc_info=True)
                 continue
+            for vid in deaths:
+                if self.on_crash is not None:
+                    self.on_crash(vid)
             for vid in bad:
                 if vid not in self._reported:
                     self._reported.add(vid)
