@@ -81,11 +81,15 @@ async def _serving(session, url, seconds=180.0):
 
 def test_two_gateways_share_one_budget_and_their_caches(pg_schema_url, tmp_path, namespace):
     settings = Settings(
-        home=tmp_path / "home", database_url=pg_schema_url, blob_url="", redis_url=REDIS_URL, redis_namespace=namespace
+        home=tmp_path / "home",
+        database_url=pg_schema_url,
+        blob_url="",
+        redis_url=REDIS_URL,
+        redis_namespace=namespace,
+        gateway_replicas=2,
     )
     _register(settings, tmp_path)
     fleet = Fleet(settings, tmp_path)
-    fleet.env.update(TETHER_REDIS_URL=REDIS_URL, TETHER_REDIS_NAMESPACE=namespace, TETHER_GATEWAY_REPLICAS="2")
     for name in ("gw-a", "gw-b"):
         fleet.start(name, "gateway")
     try:

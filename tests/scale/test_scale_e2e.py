@@ -1,8 +1,11 @@
-"""Scaled out with real processes: two gateways and two controllers on PostgreSQL run a canary from 1% to
-100% while the leading controller and then a gateway are killed with SIGKILL (the gateway is restarted).
+"""Scaled out with real processes: two gateways and two controllers on PostgreSQL, Redis and an S3-compatible
+blob store (moto's server on 127.0.0.1) run a canary from 1% to 100% while the leading controller and then a
+gateway are killed with SIGKILL (the gateway is restarted).
 
 Afterwards every answered request is on the audit trail exactly once, `tether audit verify` passes over every
-log, and the decision log holds each step once.
+log, on this disk and from the blob store alone (`--shipped`), and the decision log holds each step once. The
+budgets of the same fleet shape (two gateway processes on PostgreSQL and Redis) are held by
+tests/scale/test_llm_scale_e2e.py, beside it: an LLM engine per gateway would double this test's processes.
 """
 
 import asyncio
@@ -12,12 +15,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import aiohttp
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import REDIS_URL, needs_redis
+from tests.store.test_blobs import s3_endpoint  # noqa: F401  (fixture)
 from tether.audit.logset import AuditSet
 from tether.core import Settings
 from tether.registry import Registry
@@ -49,12 +55,8 @@ class Fleet:
     """The tether serve processes of one deployment, each stopped by the finalizer whatever happens."""
 
     def __init__(self, settings: Settings, logs) -> None:
-        self.env = {
-            **os.environ,
-            "TETHER_HOME": str(settings.home),
-            "TETHER_DATABASE_URL": settings.database_url or "",
-            "TETHER_BLOB_URL": "",
-        }
+        wanted = settings.to_env()  # exactly the test's settings (None: unset)
+        self.env = {k: v for k, v in {**os.environ, **wanted}.items() if v is not None}
         self.logs = logs
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
@@ -102,8 +104,37 @@ async def _healthy(session, url, seconds=120.0):
     raise AssertionError(f"{url} never became healthy")
 
 
-def test_a_canary_survives_a_killed_leader_and_a_killed_gateway(pg_schema_url, tmp_path, project):
-    settings = Settings(home=tmp_path / "home", database_url=pg_schema_url, blob_url="")
+@pytest.fixture
+def namespace():
+    """A Redis namespace of the test's own, its keys deleted afterwards."""
+    from tether.store.redis import connect
+
+    ns = f"tt-{uuid.uuid4().hex[:10]}"
+    yield ns
+    r = connect(REDIS_URL)
+    for k in r.scan_iter(ns + ":*"):
+        r.delete(k)
+
+
+@needs_redis
+@pytest.mark.s3
+def test_a_canary_survives_a_killed_leader_and_a_killed_gateway(
+    pg_schema_url,
+    tmp_path,
+    project,
+    s3_endpoint,  # noqa: F811
+    namespace,
+):
+    opts = {"endpoint_url": s3_endpoint, "key": "k", "secret": "s", "client_kwargs": {"region_name": "us-east-1"}}
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=pg_schema_url,
+        blob_url=f"s3://models/{uuid.uuid4().hex[:8]}",
+        blob_options=opts,
+        redis_url=REDIS_URL,
+        redis_namespace=namespace,
+        gateway_replicas=2,
+    )
     reg = Registry.open(settings)
     v1 = project.register(reg)
     project.train("--learning-rate", "0.3")
@@ -140,10 +171,14 @@ def test_a_canary_survives_a_killed_leader_and_a_killed_gateway(pg_schema_url, t
     assert not missing, f"{len(missing)} of {len(answered)} answered requests are not on the trail"
     assert decisions and all(n == 1 for _, n in decisions)
     assert len(decisions) == len(kinds)
-    verify = subprocess.run(
-        [sys.executable, "-m", "tether.cli", "audit", "verify"], env=fleet.env, capture_output=True, text=True
-    )
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for shipped in ([], ["--shipped"]):  # the logs on this disk; then the blob store's copies alone
+        verify = subprocess.run(
+            [sys.executable, "-m", "tether.cli", "audit", "verify", *shipped],
+            env=fleet.env,
+            capture_output=True,
+            text=True,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
     reg.close()
 
 
