@@ -48,6 +48,18 @@ def redis_prefix() -> Iterator[str]:
         r.delete(k)
 
 
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A ``TETHER_REDIS_NAMESPACE`` of the test's own (processes it starts write under it), deleted afterwards."""
+    from tether.store.redis import connect
+
+    ns = f"tt-{uuid.uuid4().hex[:10]}"
+    yield ns
+    r = connect(REDIS_URL)
+    for k in r.scan_iter(ns + ":*"):
+        r.delete(k)
+
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@tether.invalid",

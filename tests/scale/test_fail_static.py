@@ -83,6 +83,23 @@ class Partition:
         self.thread.join(timeout=5)
 
 
+def probes(session, url):
+    """(health(), metric(name)): a server's /healthz body and one /metrics sample."""
+
+    async def health() -> dict:
+        async with session.get(f"{url}/healthz") as r:
+            return await r.json()
+
+    async def metric(name: str) -> float:
+        async with session.get(f"{url}/metrics") as r:
+            for line in (await r.text()).splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return float("nan")
+
+    return health, metric
+
+
 async def _until(cond, seconds=60.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -123,16 +140,7 @@ def test_a_gateway_cut_off_from_the_database_serves_on_its_last_tables(pg_schema
                         await r.read()
                         return r.status
 
-                async def health() -> dict:
-                    async with s.get(f"{server.url}/healthz") as r:
-                        return await r.json()
-
-                async def metric(name: str) -> float:
-                    async with s.get(f"{server.url}/metrics") as r:
-                        for line in (await r.text()).splitlines():
-                            if line.startswith(name + " "):
-                                return float(line.split()[1])
-                    return float("nan")
+                health, metric = probes(s, server.url)
 
                 assert await predict() == 200
                 assert "routing" not in await health()

@@ -8,20 +8,19 @@
 
 import asyncio
 import time
-import uuid
 
 import aiohttp
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import REDIS_URL, git, needs_redis
+from tests.conftest import REDIS_URL, needs_redis
+from tests.llm.conftest import llm_code, register_llm  # noqa: F401  (fixture)
 from tests.scale.test_scale_e2e import Fleet, _healthy
 from tether.core import Settings
 from tether.llm.ledger import Limits, write_limits
 from tether.registry import Registry
 from tether.rollout.controller import Controller
 from tether.serving.window import MetricStore
-from tether.store.redis import connect
 from tether.store.tables import llm_ledger
 
 pytest.importorskip("torch", reason="the llm extra (torch, transformers) is not installed")
@@ -36,25 +35,9 @@ SPEC = {
 BUDGET = 400  # tokens per day of tenant team-a: a handful of the 30 requests fit
 
 
-@pytest.fixture
-def namespace():
-    ns = f"tt-{uuid.uuid4().hex[:10]}"
-    yield ns
-    r = connect(REDIS_URL)
-    for k in r.scan_iter(ns + ":*"):
-        r.delete(k)
-
-
-def _register(settings, tmp_path):
-    from tests.llm.conftest import register_llm
+def _register(settings, tmp_path, code):
     from tether.llm.tiny import build_tiny_gpt2
 
-    code = tmp_path / "assistant"
-    code.mkdir()
-    (code / "prompts.md").write_text("# the support assistant\n")
-    git(code, "init", "-q", "-b", "main")
-    git(code, "add", "-A")
-    git(code, "commit", "-q", "-m", "assistant")
     with Registry.open(settings) as reg:
         mv = register_llm(reg, "helpdesk", code, build_tiny_gpt2(tmp_path / "gpt2"), SPEC)
         Controller(reg, MetricStore()).deploy("helpdesk", mv.ref, reason="first", force=True)
@@ -79,16 +62,16 @@ async def _serving(session, url, seconds=180.0):
     raise AssertionError(f"{url} never answered a chat completion: {body}")
 
 
-def test_two_gateways_share_one_budget_and_their_caches(pg_schema_url, tmp_path, namespace):
+def test_two_gateways_share_one_budget_and_their_caches(pg_schema_url, tmp_path, redis_namespace, llm_code):  # noqa: F811
     settings = Settings(
         home=tmp_path / "home",
         database_url=pg_schema_url,
         blob_url="",
         redis_url=REDIS_URL,
-        redis_namespace=namespace,
+        redis_namespace=redis_namespace,
         gateway_replicas=2,
     )
-    _register(settings, tmp_path)
+    _register(settings, tmp_path, llm_code)
     fleet = Fleet(settings, tmp_path)
     for name in ("gw-a", "gw-b"):
         fleet.start(name, "gateway")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REDIS_URL, needs_redis
-from tests.scale.test_fail_static import Partition, _until
+from tests.scale.test_fail_static import Partition, _until, probes
 from tether.api.server import Server
 from tether.core import Settings
 from tether.registry import Registry
@@ -51,16 +51,7 @@ def test_a_gateway_starts_without_redis_says_so_and_recovers(tmp_path, project):
                         assert r.status == 200  # predictions never wait on Redis
                         return await r.json()
 
-                async def health() -> dict:
-                    async with s.get(f"{server.url}/healthz") as r:
-                        return await r.json()
-
-                async def metric(name: str) -> float:
-                    async with s.get(f"{server.url}/metrics") as r:
-                        for line in (await r.text()).splitlines():
-                            if line.startswith(name + " "):
-                                return float(line.split()[1])
-                    return float("nan")
+                health, metric = probes(s, server.url)
 
                 async def away() -> bool:
                     return (await health()).get("redis", {}).get("state") == "unreachable"

@@ -104,18 +104,6 @@ async def _healthy(session, url, seconds=120.0):
     raise AssertionError(f"{url} never became healthy")
 
 
-@pytest.fixture
-def namespace():
-    """A Redis namespace of the test's own, its keys deleted afterwards."""
-    from tether.store.redis import connect
-
-    ns = f"tt-{uuid.uuid4().hex[:10]}"
-    yield ns
-    r = connect(REDIS_URL)
-    for k in r.scan_iter(ns + ":*"):
-        r.delete(k)
-
-
 @needs_redis
 @pytest.mark.s3
 def test_a_canary_survives_a_killed_leader_and_a_killed_gateway(
@@ -123,7 +111,7 @@ def test_a_canary_survives_a_killed_leader_and_a_killed_gateway(
     tmp_path,
     project,
     s3_endpoint,  # noqa: F811
-    namespace,
+    redis_namespace,
 ):
     opts = {"endpoint_url": s3_endpoint, "key": "k", "secret": "s", "client_kwargs": {"region_name": "us-east-1"}}
     settings = Settings(
@@ -132,7 +120,7 @@ def test_a_canary_survives_a_killed_leader_and_a_killed_gateway(
         blob_url=f"s3://models/{uuid.uuid4().hex[:8]}",
         blob_options=opts,
         redis_url=REDIS_URL,
-        redis_namespace=namespace,
+        redis_namespace=redis_namespace,
         gateway_replicas=2,
     )
     reg = Registry.open(settings)
