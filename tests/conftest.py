@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -226,6 +227,59 @@ def store_files(settings: Settings) -> list[Path]:
     """Every blob file and temporary file in a local store."""
     root = settings.home / "blobs"
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+#: Every process a test starts inherits this mark in its environment, so the session can tell at its end
+#: whether any outlived it (a worker found running hours after a failed run, its parent gone).
+RUN_MARK = "TETHER_TEST_RUN"
+os.environ.setdefault(RUN_MARK, uuid.uuid4().hex)
+
+
+def marked_processes() -> list[tuple[int, str]]:
+    """Live processes carrying this run's mark, but this one and pytest-xdist's own workers: (pid, command)."""
+    mark = f"{RUN_MARK}={os.environ[RUN_MARK]}".encode()
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        pid = int(proc.name)
+        if pid == os.getpid():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")  # a zombie's is empty: already gone
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if mark in env and "sys.stdin.readline" not in cmd and "execnet" not in cmd:
+            out.append((pid, cmd))
+    return out
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any process a test started is still running once every test and fixture is done (after
+    a bounded wait for the ones still stopping), and stop them, so a failed run never leaves work behind."""
+    import signal
+    import time
+
+    if hasattr(session.config, "workerinput"):
+        return  # the controlling process checks for every worker at once
+    deadline = time.monotonic() + 30
+    left = marked_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = marked_processes()
+    if not left:
+        return
+    report = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"  pid {pid}: {cmd[:200]}" for pid, cmd in left]
+    message = f"{len(left)} process(es) started by the tests outlived them (now killed):\n" + "\n".join(lines)
+    if report is not None:
+        report.write_line(message, red=True)
+    else:
+        print(message, file=sys.stderr)
+    for pid, _ in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def instance_pids(home: Path) -> list[int]:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ def start_replica(weights):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "TETHER_PARENT_PID": str(os.getpid())},  # it stops by itself if this process dies
     )
     for line in proc.stdout:
         if line.startswith("TETHER_WORKER_READY"):

@@ -37,6 +37,11 @@ def ray_cluster():
     this process and other test workers included); its session folder is removed afterwards."""
     temp = Path(tempfile.gettempdir()) / f"tray-{uuid.uuid4().hex[:6]}"  # short: Ray's socket paths are bounded
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Serve kills an HTTP proxy not ready within 5 s (and one slow to answer its health check within 10 s): on
+    # two cores shared with other test workers it is not, and every deployment then fails (seen under load).
+    # The cluster's processes inherit these from this one; a loaded production cluster needs the same.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), namespace="tether", log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
