@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         description='Ray Serve deploy config per model, as JSON: {"default": {...}, "MODEL": {...}} with replicas, '
         "min_replicas and max_replicas (autoscaling when both are set), num_cpus and memory_mb per replica.",
     )
+    worker_max_batch: int = Field(
+        default=64,
+        description="The most records a model instance predicts in one batch: requests that arrive while the model "
+        "is busy run together (answers and service times stay per request). 1 turns batching off.",
+        ge=1,
+        le=100_000,
+    )
     worker_threads: int = Field(
         default=1,
         description="Native threads (OpenMP, BLAS) per model instance. One serves single requests fastest and keeps "

@@ -73,6 +73,18 @@ def deploy_config(settings: Settings, model: str) -> RayDeploy:
         raise InvalidInputError(f"TETHER_RAY_DEPLOY for {model!r} is not valid: {e}") from None
 
 
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers 200 (one short GET: the route is served through the proxy)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310  (an http URL tether built)
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def app_name(version_id: str) -> str:
     return f"tether-{version_id[:16]}"
 
@@ -162,6 +174,18 @@ class RayRuntime:
                 )
             time.sleep(0.25)
         url = f"http://{self.settings.ray_http_host}:{self.settings.ray_http_port}/tether/{version_id[:16]}"
+        # RUNNING is the replicas' state, not the HTTP proxy's: on a loaded host the proxy can still be starting
+        # (or learning the new route) and refuse the connection. Ready means answering through it.
+        while not _answers(f"{url}/health"):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(Exception):
+                    serve.delete(name)
+                raise ExternalCommandError(
+                    f"the Ray deployment of {version_id[:12]}… is running but Serve's HTTP proxy at "
+                    f"{self.settings.ray_http_host}:{self.settings.ray_http_port} did not answer for it within "
+                    f"{self.startup_timeout:.0f} s"
+                )
+            time.sleep(0.25)
         return Instance(version_id, url, protocol="tether")
 
     # -- the runtime interface ---------------------------------------------------------------------------------

@@ -17,42 +17,47 @@ import contextlib
 import os
 import signal
 import sys
-import time
 
 import orjson
-import pandas as pd
 from aiohttp import web
 
 from tether.core import Settings, TetherError
 from tether.registry import LoadedModel, Registry
+from tether.serving.batcher import Batcher
 
 SERVICE_HEADER = "X-Tether-Service-Seconds"
 
 
-def make_app(model: LoadedModel) -> web.Application:
+def make_app(model: LoadedModel, *, max_batch: int = 64) -> web.Application:
+    """The instance's routes; concurrent predictions run in batches (`tether.serving.batcher`)."""
+    batcher = Batcher(model, max_records=max_batch)
+
     async def health(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "version": model.version_id, "pid": os.getpid()})
+        return web.json_response(
+            {
+                "status": "ok",
+                "version": model.version_id,
+                "pid": os.getpid(),
+                "batches": batcher.batches,
+                "batched_requests": batcher.requests,
+            }
+        )
 
     async def predict(request: web.Request) -> web.Response:
         raw = await request.read()
-        # Service time: from the body in hand to the answer ready, without the wait in this instance's queue,
-        # which depends on the traffic share the gateway gives it rather than on the model (see the rollout's
-        # latency guardrail).
-        started = time.perf_counter()
+        # Service time: the batch that served this request, from its start to the answer ready, without the
+        # wait before it, which depends on the traffic share the gateway gives this instance rather than on the
+        # model (see the rollout's latency guardrail).
         try:
-            body = orjson.loads(raw)
-            records = body["records"]
-            frame = pd.DataFrame.from_records(records)
-            out = model.predict(frame)
+            records = orjson.loads(raw)["records"]
+            if not isinstance(records, list):
+                raise TypeError(f"'records' must be a list, not {type(records).__name__}")
         except (orjson.JSONDecodeError, KeyError, TypeError) as e:
             return web.json_response({"error": f"bad request: {e}"}, status=400)
-        except TetherError as e:
-            return web.json_response({"error": str(e)}, status=e.http_status)
-        except Exception as e:  # a model failure is the instance's 500, reported to the gateway
-            return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=500)
-        payload = b'{"outputs":' + out.to_json(orient="records").encode() + b"}"
-        service = f"{time.perf_counter() - started:.6f}"
-        return web.Response(body=payload, content_type="application/json", headers={SERVICE_HEADER: service})
+        status, payload, service = await batcher.predict(records)
+        return web.Response(
+            body=payload, status=status, content_type="application/json", headers={SERVICE_HEADER: f"{service:.6f}"}
+        )
 
     app = web.Application(client_max_size=64 << 20)
     app.router.add_get("/health", health)
@@ -65,7 +70,7 @@ async def serve(version: str, port: int, settings: Settings) -> None:
     model = registry.load(version)
     registry.close()
     try:
-        await run_until_stopped(make_app(model), port)
+        await run_until_stopped(make_app(model, max_batch=settings.worker_max_batch), port)
     finally:
         model.close()
 
