@@ -162,7 +162,8 @@ def test_chat_completions_caches_trimming_and_the_trail(settings, llm_code, tiny
 def test_budgets_hold_under_parallel_requests(settings, llm_code, tiny_model):
     deployed(settings, llm_code, tiny_model)
     with Registry.open(settings) as reg:
-        key, secret = create_key(reg.store.db, "team-a", "client", reg.clock.now())
+        # The key's holder is a service; its tenant (what the budget is on) is the team's.
+        key, secret = create_key(reg.store.db, "checkout-svc", "client", reg.clock.now(), tenant="team-a")
         write_limits(reg.store.db, "tenant:team-a", Limits(tokens_per_day=400), reg.clock.now(), "test")
 
     async def body(server):

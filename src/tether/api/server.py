@@ -80,7 +80,7 @@ class Server:
             ray,
             on_ray=lambda vid: self._worker_module(vid) == "tether.serving.worker",
         )
-        self.keys = KeyRing(self.registry.store.db) if auth else None
+        self.keys = KeyRing(self.registry.store.db, self.clock) if auth else None
         self.profiler = LiveProfiler(self.registry, clock=self.clock)
         self.audit: AuditSink | None = None
         if settings.audit:

@@ -18,17 +18,44 @@ keys_app = typer.Typer(help="API keys for the gateway (roles: client, viewer, de
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who the key is for.")],
     role: Annotated[str, typer.Option(help="client, viewer, deployer or admin.")] = "client",
+    tenant: Annotated[
+        str | None, typer.Option(help="What its LLM budgets, caches and ledger rows are kept under (default: NAME).")
+    ] = None,
+    expires_in: Annotated[str | None, typer.Option(help="It stops working after this long: 90d, 12h, 30m.")] = None,
 ) -> None:
     """Create an API key; it is shown once.
 
-    Example: tether keys create checkout-service --role client
+    Example: tether keys create checkout-service --role client --tenant shop --expires-in 90d
     """
-    from tether.serving.auth import create_key
+    from tether.serving.auth import create_key, parse_duration
 
     with registry() as reg:
-        key, secret = create_key(reg.store.db, name, role, reg.clock.now())
-    console.print(f"key {key.id} ({key.role}) for {key.name}: {secret}")
+        now = reg.clock.now()
+        expires = now + parse_duration(expires_in) if expires_in else None
+        key, secret = create_key(reg.store.db, name, role, now, tenant=tenant, expires_at=expires)
+    until = f", expires {key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at else ""
+    console.print(f"key {key.id} ({key.role}) for {key.name}, tenant {key.tenant}{until}: {secret}")
     console.print("[dim]store it now: only its hash is kept[/dim]")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, typer.Argument(help="The key id from 'tether keys list'.")],
+    grace: Annotated[str, typer.Option(help="How long the old key keeps working: 1h, 7d, 0s.")] = "1h",
+    expires_in: Annotated[str | None, typer.Option(help="When the new key stops working: 90d, 12h.")] = None,
+) -> None:
+    """Replace a key: a new one for the same holder, tenant and role; the old one expires after the grace.
+
+    Example: tether keys rotate 3f2a9c41d0e5 --grace 24h --expires-in 90d
+    """
+    from tether.serving.auth import parse_duration, rotate_key
+
+    with registry() as reg:
+        now = reg.clock.now()
+        expires = now + parse_duration(expires_in) if expires_in else None
+        key, secret = rotate_key(reg.store.db, key_id, now, grace=parse_duration(grace), expires_at=expires)
+    console.print(f"key {key.id} ({key.role}) for {key.name}, tenant {key.tenant}, replaces {key_id}: {secret}")
+    console.print(f"[dim]{key_id} keeps working for {grace}; store the new secret now: only its hash is kept[/dim]")
 
 
 @keys_app.command("list")
@@ -41,14 +68,24 @@ def keys_list() -> None:
 
     with registry() as reg:
         rows = list_keys(reg.store.db)
-    t = Table("id", "name", "role", "created", "revoked", box=box.SIMPLE_HEAD)
+    t = Table(box=box.SIMPLE_HEAD)
+    for col in ("id", "name", "tenant", "role", "state", "replaces"):
+        # Ids are copied into other commands: never cut short with an ellipsis, however narrow the terminal.
+        t.add_column(col, no_wrap=col in ("id", "replaces", "role"), overflow="fold", min_width=6)
     for r in rows:
+        if r["revoked_at"]:
+            state = f"revoked {r['revoked_at']:%Y-%m-%d}"
+        elif r["expires_at"]:
+            state = f"until {r['expires_at']:%Y-%m-%d %H:%M}"
+        else:
+            state = "active"
         t.add_row(
             str(r["id"]),
             str(r["name"]),
+            str(r["tenant"]),
             str(r["role"]),
-            f"{r['created_at']:%Y-%m-%d}",
-            f"{r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "",
+            state,
+            str(r["rotated_from"] or ""),
         )
     console.print(t)
 

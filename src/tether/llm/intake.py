@@ -81,7 +81,7 @@ class Intake:
             trace=trace,
             now=self.gw.clock.now(),
             started=started,
-            tenant=auth.name if auth is not None else request.headers.get("X-Tether-Tenant", "default"),
+            tenant=auth.tenant if auth is not None else request.headers.get("X-Tether-Tenant", "default"),
             key_id=auth.id if auth is not None else None,
             messages=messages_for(spec, req.messages),
             tools=tools,

@@ -2,6 +2,13 @@
 
 Roles: ``client`` may predict and send feedback; ``viewer`` may read metrics and status; ``deployer`` may
 also change rollouts; ``admin`` may do everything, including managing keys.
+
+A key's *name* says who holds it; its *tenant* (its name unless given) is what its LLM budgets, caches and
+ledger rows are partitioned by, so several keys of one team share one budget and one team's keys can be
+rotated without touching its history. A key may expire (``expires_at``): from then on it is refused with a
+401 that says so, checked on every request against the server's clock, not only when the key ring refreshes.
+Rotation creates a new key with the same name, tenant and role and lets the old one live on for a grace
+period (so clients can switch over), after which it expires.
 """
 
 from __future__ import annotations
@@ -9,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
+from tether.core.clock import Clock, SystemClock
 from tether.core.errors import InvalidInputError, NotFoundError
 from tether.store.database import Database
 from tether.store.tables import api_keys
@@ -32,21 +40,96 @@ class ApiKey:
     id: str
     name: str
     role: str
+    tenant: str = ""
+    expires_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tenant:
+            object.__setattr__(self, "tenant", self.name)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` (a whole number and one unit)."""
+    t = text.strip().lower()
+    if len(t) >= 2 and t[-1] in _UNITS and t[:-1].isdigit():
+        return timedelta(seconds=int(t[:-1]) * _UNITS[t[-1]])
+    raise InvalidInputError(f"cannot read {text!r} as a duration", hint="a whole number and s, m, h, d or w: 90d, 1h")
 
 
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(db: Database, name: str, role: str, at: datetime) -> tuple[ApiKey, str]:
+def create_key(
+    db: Database,
+    name: str,
+    role: str,
+    at: datetime,
+    *,
+    tenant: str | None = None,
+    expires_at: datetime | None = None,
+    rotated_from: str | None = None,
+) -> tuple[ApiKey, str]:
     """A new key: returns the record and the secret, which is not stored and cannot be shown again."""
     if role not in ROLES:
         raise InvalidInputError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
+    if expires_at is not None and expires_at <= at:
+        raise InvalidInputError(
+            f"the key would expire at {expires_at:%Y-%m-%d %H:%M:%S}Z, which is not in the future",
+            hint="give a positive --expires-in, e.g. 90d",
+        )
     secret = "tk_" + secrets.token_urlsafe(32)
     key_id = secrets.token_hex(6)
     with db.begin() as conn:
-        conn.execute(insert(api_keys).values(id=key_id, name=name, key_hash=_hash(secret), role=role, created_at=at))
-    return ApiKey(key_id, name, role), secret
+        conn.execute(
+            insert(api_keys).values(
+                id=key_id,
+                name=name,
+                key_hash=_hash(secret),
+                role=role,
+                created_at=at,
+                tenant=tenant or name,
+                expires_at=expires_at,
+                rotated_from=rotated_from,
+            )
+        )
+    return ApiKey(key_id, name, role, tenant or name, expires_at), secret
+
+
+def rotate_key(
+    db: Database, key_id: str, at: datetime, *, grace: timedelta, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """A new key for the same holder, tenant and role; the old one expires ``grace`` from now (or sooner, if it
+    was going to). Both in one transaction: never two live replacements, never none."""
+    if grace < timedelta(0):
+        raise InvalidInputError("the grace period cannot be negative", hint="e.g. --grace 1h, or 0s to end it now")
+    with db.begin() as conn:
+        row = conn.execute(select(api_keys).where(api_keys.c.id == key_id).with_for_update()).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no API key {key_id!r}", hint="list keys with 'tether keys list'")
+        if row["revoked_at"] is not None or (row["expires_at"] is not None and row["expires_at"] <= at):
+            raise InvalidInputError(
+                f"API key {key_id} is revoked or expired: there is nothing to rotate",
+                hint=f"create a new one: tether keys create {row['name']} --role {row['role']}",
+            )
+        ends = at + grace
+        if row["expires_at"] is not None:
+            ends = min(ends, row["expires_at"])
+        conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(expires_at=ends))
+    # The new key in its own transaction after the old one's end is set: a failure here leaves the old key
+    # working to its (shortened) end, and the rotation can be run again.
+    return create_key(
+        db,
+        row["name"],
+        row["role"],
+        at,
+        tenant=row["tenant"] or row["name"],
+        expires_at=expires_at,
+        rotated_from=key_id,
+    )
 
 
 def revoke_key(db: Database, key_id: str, at: datetime) -> None:
@@ -56,32 +139,39 @@ def revoke_key(db: Database, key_id: str, at: datetime) -> None:
 
 
 def list_keys(db: Database) -> list[dict[str, object]]:
+    c = api_keys.c
     with db.connect() as conn:
-        return [
-            dict(r)
-            for r in conn.execute(
-                select(api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.created_at, api_keys.c.revoked_at)
-            ).mappings()
-        ]
+        rows = conn.execute(
+            select(c.id, c.name, c.tenant, c.role, c.created_at, c.expires_at, c.revoked_at, c.rotated_from)
+        ).mappings()
+        return [{**r, "tenant": r["tenant"] or r["name"]} for r in rows]
 
 
 class KeyRing:
     """The active keys, cached by hash for the hot path; refreshed by the server periodically."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
+        self.clock: Clock = clock or SystemClock()
         self._by_hash: dict[str, ApiKey] = {}
         self._by_id: dict[str, ApiKey] = {}
 
     def refresh(self) -> None:
         with self.db.connect() as conn:
             rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).mappings()
-            by_hash = {r["key_hash"]: ApiKey(r["id"], r["name"], r["role"]) for r in rows}
+            by_hash = {
+                r["key_hash"]: ApiKey(r["id"], r["name"], r["role"], r["tenant"] or r["name"], r["expires_at"])
+                for r in rows
+            }
         self._by_hash, self._by_id = by_hash, {k.id: k for k in by_hash.values()}
 
     def active(self, key_id: str) -> ApiKey | None:
-        """The key with this id while it is not revoked (a dashboard session names its key by id)."""
-        return self._by_id.get(key_id)
+        """The key with this id while it is neither revoked nor expired (a dashboard session names its key)."""
+        key = self._by_id.get(key_id)
+        return None if key is None or self._expired(key) else key
+
+    def _expired(self, key: ApiKey) -> bool:
+        return key.expires_at is not None and self.clock.now() >= key.expires_at
 
     def check(self, authorization: str | None, action: str) -> tuple[int, str] | ApiKey:
         """The key, or (HTTP status, message) when the request may not do ``action``."""
@@ -90,6 +180,12 @@ class KeyRing:
         key = self._by_hash.get(_hash(authorization[7:].strip()))
         if key is None:
             return 401, "unknown or revoked API key"
+        if self._expired(key):
+            assert key.expires_at is not None
+            return 401, (
+                f"API key {key.id} expired at {key.expires_at:%Y-%m-%d %H:%M:%S}Z: use its replacement, or ask an "
+                f"admin for one (tether keys rotate {key.id})"
+            )
         if key.role not in ALLOWED[action]:
             return 403, f"role {key.role!r} may not {action}; it needs one of {sorted(ALLOWED[action])}"
         return key

@@ -219,6 +219,9 @@ api_keys = Table(
     Column("role", String(20), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    Column("tenant", String(200)),  # what its budgets, caches and ledger rows are partitioned by (null: its name)
+    Column("expires_at", UTCDateTime),
+    Column("rotated_from", String(16)),  # the key this one replaced
 )
 
 endpoints = Table(
