@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-dev
 # other worker's bursts of load (the hostile-request sweep, the demo) an identical canary was rolled back.
 SERIAL := tests/serving/test_e2e_evidence.py tests/cli/test_demo.py tests/ui/test_dashboard.py
 
-.PHONY: demo test lint typecheck bench bench-drift bench-llm bench-evals clean
+.PHONY: demo test soak lint typecheck bench bench-drift bench-llm bench-evals clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadfile $(addprefix --ignore=,$(SERIAL)) $(PYTEST_ARGS)
 	$(BIN)/pytest $(SERIAL) $(PYTEST_ARGS)
+
+# The long form of tests/soak: ten minutes at a steady rate, its figures printed (`make test` runs 45 s of it).
+soak: $(STAMP)
+	TETHER_SOAK_SECONDS=$${TETHER_SOAK_SECONDS:-600} $(BIN)/pytest -s tests/soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
