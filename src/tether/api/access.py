@@ -69,4 +69,5 @@ def need(action: str, *, held: bool = False) -> Any:
         header = f"Bearer {credentials.credentials}" if credentials is not None else None
         return check(server_of(request), header, action, model, held=held)
 
+    dependency.tether_action = action  # type: ignore[attr-defined]  # what the role matrix test reads
     return Depends(cast(Callable[..., Caller], dependency))
