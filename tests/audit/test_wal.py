@@ -98,3 +98,45 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path):
         on_disk = dict(wal.records())
     assert all(on_disk[s] == b"record %d" % s for s in acked)
     assert sorted(on_disk) == list(range(len(on_disk)))
+
+
+class FlakyDisk:
+    """The WAL's file, writing only part of what it is given (as a nearly full disk does), or refusing."""
+
+    def __init__(self, f, *, short=0, refuse=0):
+        self.f, self.short, self.refuse = f, short, refuse
+
+    def write(self, data):
+        if self.refuse:
+            self.refuse -= 1
+            self.f.write(bytes(data[: len(data) // 3]))  # a torn frame left behind, then the error
+            raise OSError(28, "No space left on device")
+        if self.short:
+            self.short -= 1
+            return self.f.write(bytes(data[: max(1, len(data) // 2)]))
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_a_short_write_is_finished_not_acknowledged_half_done(tmp_path):
+    path = tmp_path / "a.wal"
+    with WriteAheadLog(path) as wal:
+        wal._file = FlakyDisk(wal._file, short=3)
+        assert [wal.append(b"x" * 1000) for _ in range(3)] == [0, 1, 2]
+    assert [seq for seq, _ in scan(path)[0]] == [0, 1, 2] and scan(path)[1].torn_bytes == 0
+
+
+def test_a_full_disk_fails_the_appends_in_flight_and_the_log_works_again_when_space_returns(tmp_path):
+    path = tmp_path / "a.wal"
+    with WriteAheadLog(path) as wal:
+        assert wal.append(b"before") == 0
+        wal._file = FlakyDisk(wal._file, refuse=2)
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="No space left"):
+                wal.append(b"refused")  # not acknowledged: the caller answers 503
+        assert wal.append(b"after") == 1  # the refused ones' sequence numbers are given out again
+        assert wal.write_failures == 2
+    records, report = scan(path)
+    assert [(s, p) for s, p in records] == [(0, b"before"), (1, b"after")] and report.torn_bytes == 0

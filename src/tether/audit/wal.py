@@ -11,6 +11,7 @@ records before it are good, because silently dropping acknowledged records is th
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -92,6 +93,11 @@ class WriteAheadLog:
         self._durable = self._next - 1  # the highest sequence known to be on disk
         self._closed = False
         self._error: BaseException | None = None
+        #: Bumped by every failed write: the appends queued before it fail (none of them was acknowledged) and
+        #: their sequence numbers are given out again, so the file never has a gap or a torn frame.
+        self._generation = 0
+        self._size = self.opened.valid_bytes  # the torn tail, if any, was cut above
+        self.write_failures = 0
         self.fsyncs = 0
         self._writer = threading.Thread(target=self._run, name=f"wal-{self.path.name}", daemon=True)
         self._writer.start()
@@ -108,14 +114,17 @@ class WriteAheadLog:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the write-ahead log is closed")
+            if self._error is not None and self._generation < 0:  # could not even undo a failed write
+                raise RuntimeError(f"the write-ahead log could not write: {self._error}") from self._error
+            generation = self._generation
             first = self._next
             for p in payloads:
                 self._pending.append(HEADER.pack(MAGIC, len(p), zlib.crc32(p), self._next) + p)
                 self._next += 1
             last = self._next - 1
             self._cond.notify_all()
-            while self._durable < last:
-                if self._error is not None:
+            while self._durable < last or self._generation != generation:
+                if self._generation != generation:
                     raise RuntimeError(f"the write-ahead log could not write: {self._error}") from self._error
                 self._cond.wait()
         return list(range(first, last + 1))
@@ -129,18 +138,43 @@ class WriteAheadLog:
                     return
                 batch, self._pending = self._pending, []
                 last = self._next - 1
+            data = b"".join(batch)
             try:
-                self._file.write(b"".join(batch))
+                # A raw write may write only part of the bytes (a disk nearly full does that) without an error:
+                # go on until all are written or the disk says why not; fsync only then.
+                view = memoryview(data)
+                while view:
+                    n = self._file.write(view)
+                    if not n:
+                        raise OSError(errno.ENOSPC, "the disk took no more bytes")
+                    view = view[n:]
                 os.fsync(self._file.fileno())
                 self.fsyncs += 1
-            except OSError as e:  # a full or failing disk: every waiting appender hears it
-                with self._cond:
-                    self._error = e
-                    self._cond.notify_all()
-                return
+            except OSError as e:  # a full or failing disk: every waiting appender hears it, none is acknowledged
+                self._undo(e)
+                continue
             with self._cond:
+                self._size += len(data)
                 self._durable = last
                 self._cond.notify_all()
+
+    def _undo(self, error: OSError) -> None:
+        """After a failed write: cut the file back to its last durable byte, fail every append not yet durable
+        (the batch and those queued behind it) and give their sequence numbers out again. The next append tries
+        the disk afresh, so the log works again as soon as space returns."""
+        with self._cond:
+            self.write_failures += 1
+            self._error = error
+            self._pending = []
+            self._next = self._durable + 1
+            try:
+                os.ftruncate(self._file.fileno(), self._size)
+                os.fsync(self._file.fileno())
+                self._generation += 1
+            except OSError as e:  # the file cannot be made whole again: refuse from now on, never write after junk
+                self._error = e
+                self._generation = -1
+            self._cond.notify_all()
 
     @property
     def next_sequence(self) -> int:
