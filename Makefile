@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-dev
 # Run alone, after the parallel suite: the rollouts whose latency evidence is judged with real processes (an
 # identical candidate must reach 100%), and the browser test (the demo, a server and Chromium). Beside the
 # other worker's bursts of load (the hostile-request sweep, the demo) an identical canary was rolled back.
-SERIAL := tests/serving/test_e2e_evidence.py tests/cli/test_demo.py tests/ui/test_dashboard.py
+# The soak too: its p99 drift is a measure of tether, not of the test beside it.
+SERIAL := tests/serving/test_e2e_evidence.py tests/cli/test_demo.py tests/ui/test_dashboard.py tests/soak/test_soak.py
 
 .PHONY: demo test soak lint typecheck bench bench-drift bench-llm bench-evals clean
 
