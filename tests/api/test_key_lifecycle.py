@@ -18,7 +18,7 @@ import pytest
 
 from tether.api.server import Server
 from tether.core.clock import ManualClock
-from tether.core.errors import InvalidInputError
+from tether.core.errors import ConflictError, InvalidInputError
 from tether.registry import Registry
 from tether.serving.auth import ApiKey, create_key, parse_duration, rotate_key
 
@@ -90,6 +90,8 @@ def test_rotation_never_extends_a_key_and_durations_are_read_strictly(settings):
         key, _ = create_key(reg.store.db, "svc", "client", T0, expires_at=T0 + timedelta(minutes=5))
         assert key.tenant == "svc"  # a key's tenant is its name unless given
         new, _ = rotate_key(reg.store.db, key.id, T0, grace=timedelta(days=7))
+        with pytest.raises(ConflictError, match=f"already rotated: {new.id} replaces it"):
+            rotate_key(reg.store.db, key.id, T0, grace=timedelta(days=7))  # never two live successors
         rows = {r["id"]: r for r in __import__("tether.serving.auth", fromlist=["x"]).list_keys(reg.store.db)}
         assert rows[key.id]["expires_at"] == T0 + timedelta(minutes=5)  # the grace cannot outlive the old expiry
         assert rows[new.id]["rotated_from"] == key.id and rows[new.id]["tenant"] == "svc"

@@ -13,8 +13,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from tether.api.access import Caller, Srv, need
-from tether.api.pages import Limit, Offset, Page, page
+from tether.api.pages import Limit, Offset, Page, RowId, page
 from tether.api.problems import RESPONSES
+from tether.core.durations import MAX_SECONDS
 from tether.monitor.config import MonitorConfig
 
 #: Anomalies are few (one per drifted feature and window): the newest this many are paged through.
@@ -36,7 +37,7 @@ class AnomalyPage(Page[dict[str, Any]]):
 def monitor_status(
     server: Srv,
     name: str,
-    window: Annotated[float | None, Query(gt=0, description="Look back this many seconds.")] = None,
+    window: Annotated[float | None, Query(gt=0, le=MAX_SECONDS, description="Look back this many seconds.")] = None,
     _: Caller = need("read"),
 ) -> dict[str, Any]:
     from tether.monitor.report import status_json
@@ -66,7 +67,7 @@ def anomalies(
 
 
 @router.post("/anomalies/{anomaly_id}/resolve", summary="Close an anomaly with a reason")
-def resolve(server: Srv, anomaly_id: int, body: Resolve, caller: Caller = need("deploy")) -> dict[str, Any]:
+def resolve(server: Srv, anomaly_id: RowId, body: Resolve, caller: Caller = need("deploy")) -> dict[str, Any]:
     return server.watch.resolve(anomaly_id, reason=body.reason, actor=caller.name).to_json()
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import Path, Query
 from pydantic import BaseModel
 
 T = TypeVar("T")
 MAX_LIMIT = 500
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page (1 to {MAX_LIMIT}).")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip.")]
+#: A row id in a path: what the databases can hold (a larger number was an OverflowError, a 500: schemathesis).
+RowId = Annotated[int, Path(ge=0, le=2**63 - 1, description="A row id.")]
 
 
 class Page(BaseModel, Generic[T]):

@@ -71,7 +71,7 @@ def keys_list() -> None:
     t = Table(box=box.SIMPLE_HEAD)
     for col in ("id", "name", "tenant", "role", "state", "replaces"):
         # Ids are copied into other commands: never cut short with an ellipsis, however narrow the terminal.
-        t.add_column(col, no_wrap=col in ("id", "replaces", "role"), overflow="fold", min_width=6)
+        t.add_column(col, no_wrap=col in ("id", "replaces", "role", "state"), overflow="fold", min_width=6)
     for r in rows:
         if r["revoked_at"]:
             state = f"revoked {r['revoked_at']:%Y-%m-%d}"

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tether.core.durations import MAX_SECONDS
 from tether.core.errors import InvalidInputError, validation_problems
 
 
@@ -81,7 +82,7 @@ class Cache(_Strict):
     allow_sampled: bool = False
     false_hit_budget: float = Field(default=0.01, gt=0, lt=1)
     calibration_rate: float = Field(default=0.05, ge=0, le=1)
-    ttl_s: float = Field(default=86400.0, gt=0)
+    ttl_s: float = Field(default=86400.0, gt=0, le=MAX_SECONDS)
     max_entries: int = Field(default=100_000, ge=1)
 
 

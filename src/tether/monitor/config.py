@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tether.core.durations import MAX_SECONDS
 from tether.monitor.llm_config import LLMEvalConfig
 
 SECONDS_PER_30_DAYS = 30 * 86_400
@@ -60,8 +61,8 @@ class MonitorConfig(_Strict):
     segments: list[str] = Field(default_factory=list)
     #: Live profiles are kept in slices of this length and compared over the last ``window_seconds``.
     slice_seconds: float = Field(default=10, gt=0, le=3600)
-    window_seconds: float = Field(default=300, gt=0)
-    check_seconds: float = Field(default=10, gt=0)
+    window_seconds: float = Field(default=300, gt=0, le=MAX_SECONDS)
+    check_seconds: float = Field(default=10, gt=0, le=MAX_SECONDS)
     #: Live rows a feature needs in the window before it is tested.
     min_rows: int = Field(default=200, ge=10)
     #: The false-alarm budget: expected false alarms per watched feature in 30 days of checks.

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tether.core.durations import MAX_SECONDS
 from tether.graders.registry import DEFAULT_CHECKS, DEFAULT_EMBEDDED
 
 __all__ = ["DEFAULT_CHECKS", "DEFAULT_EMBEDDED", "LLMEvalConfig", "check_graders"]
@@ -51,7 +52,7 @@ class Budget(_Strict):
     #: Judge tokens (prompt and completion) a model's loop may spend per UTC day.
     judge_tokens_per_day: int = Field(default=200_000, ge=0)
     #: Seconds of grader compute (embedded grader and head) per UTC day.
-    grader_seconds_per_day: float = Field(default=3600.0, ge=0)
+    grader_seconds_per_day: float = Field(default=3600.0, ge=0, le=86400)
     #: The share of sampled interactions also sent to the judge (when one is configured).
     judge_share: float = Field(default=0.1, ge=0, le=1)
 
@@ -66,17 +67,17 @@ class Decay(_Strict):
     #: Scores a metric needs in the baseline and in the live window before it is tested.
     min_samples: int = Field(default=50, ge=10)
     #: The baseline: the version's first ``baseline_seconds`` of graded traffic.
-    baseline_seconds: float = Field(default=3600.0, gt=0)
+    baseline_seconds: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)
     #: The live window compared with it.
-    window_seconds: float = Field(default=3600.0, gt=0)
+    window_seconds: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)
 
 
 class PromptDrift(_Strict):
     #: A registered prompt set (a data snapshot digest of prompts) as the baseline; else the version's first
     #: ``baseline_seconds`` of live prompts (pin one with ``tether llm drift pin``).
     baseline_prompts: str | None = None
-    baseline_seconds: float = Field(default=3600.0, gt=0)
-    window_seconds: float = Field(default=3600.0, gt=0)
+    baseline_seconds: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)
+    window_seconds: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)
     #: Prompts needed in the baseline and in the window before the test runs.
     min_prompts: int = Field(default=100, ge=20)
     #: The smallest squared MMD (Gaussian kernel on MiniLM embeddings) that matters.
@@ -84,7 +85,7 @@ class PromptDrift(_Strict):
     #: Also test each tenant's prompts on their own (tenants with ``min_prompts`` in the window).
     per_tenant: bool = False
     #: How often the test runs (its level is the budget shared over the checks of 30 days).
-    check_seconds: float = Field(default=300.0, gt=0)
+    check_seconds: float = Field(default=300.0, gt=0, le=MAX_SECONDS)
     #: Prompts shown as examples of what moved.
     examples: int = Field(default=5, ge=1, le=50)
 
@@ -106,7 +107,7 @@ class LLMEvalConfig(_Strict):
     judge: str | None = None
     #: Sampled interactions waiting for a grader; when full, new samples are shed (and counted).
     queue_size: int = Field(default=1000, ge=10, le=100_000)
-    check_seconds: float = Field(default=10.0, gt=0)
+    check_seconds: float = Field(default=10.0, gt=0, le=MAX_SECONDS)
     #: The false-alarm budget: expected false alarms per watched metric (and prompt stream) in 30 days.
     false_alarms_per_metric_per_30_days: float = Field(default=1.0, gt=0, le=1000)
     sampling: Sampling = Sampling()
@@ -115,7 +116,7 @@ class LLMEvalConfig(_Strict):
     prompt_drift: PromptDrift = PromptDrift()
     #: An anchor set (``tether llm anchors add``) re-scored when a grader version changes and on a schedule.
     anchors: str | None = None
-    anchor_every_seconds: float = Field(default=86_400.0, gt=0)
+    anchor_every_seconds: float = Field(default=86_400.0, gt=0, le=MAX_SECONDS)
     actions: LLMActions = LLMActions()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tether.core.durations import MAX_SECONDS
 from tether.core.errors import InvalidInputError, validation_problems
 
 
@@ -62,13 +63,13 @@ class Guardrails(_Strict):
 class Plan(_Strict):
     #: Canary traffic per step, in percent; the last must be 100.
     steps: list[float] = Field(default_factory=lambda: [1.0, 5.0, 25.0, 100.0], min_length=1)
-    bake_seconds: float = Field(default=300, ge=0)
+    bake_seconds: float = Field(default=300, ge=0, le=MAX_SECONDS)
     #: Canary requests needed in a step before it may advance.
     min_samples: int = Field(default=500, ge=1)
     #: A step still undecided after this long pauses for a human.
-    max_step_seconds: float = Field(default=3600, gt=0)
+    max_step_seconds: float = Field(default=3600, gt=0, le=MAX_SECONDS)
     #: After 100%: how long the old champion stays warm (on shadow traffic) and a breach reverts.
-    watch_seconds: float = Field(default=600, ge=0)
+    watch_seconds: float = Field(default=600, ge=0, le=MAX_SECONDS)
     #: Family-wise false-alarm rate of the guardrails over the whole rollout (split evenly between them).
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     #: Shadow share (percent) kept on a rolled-back canary for diagnosis.

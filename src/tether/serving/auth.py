@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 
 from tether.core.clock import Clock, SystemClock
-from tether.core.errors import InvalidInputError, NotFoundError
+from tether.core.errors import ConflictError, InvalidInputError, NotFoundError
 from tether.store.database import Database
 from tether.store.tables import api_keys
 
@@ -114,6 +114,12 @@ def rotate_key(
             raise InvalidInputError(
                 f"API key {key_id} is revoked or expired: there is nothing to rotate",
                 hint=f"create a new one: tether keys create {row['name']} --role {row['role']}",
+            )
+        successor = conn.execute(select(api_keys.c.id).where(api_keys.c.rotated_from == key_id)).scalar()
+        if successor is not None:  # one replacement per key: rotating twice would leave two live successors
+            raise ConflictError(
+                f"API key {key_id} was already rotated: {successor} replaces it",
+                hint=f"rotate the replacement instead: tether keys rotate {successor}",
             )
         ends = at + grace
         if row["expires_at"] is not None:
