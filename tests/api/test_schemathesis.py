@@ -23,7 +23,7 @@ ST = Path(sys.executable).with_name("st")
 
 
 @pytest.mark.skipif(not ST.exists() and shutil.which("st") is None, reason="schemathesis is in the dev extra")
-def test_no_generated_request_gets_a_5xx(store):  # noqa: F811
+def test_no_generated_request_gets_a_5xx(store, tmp_path):  # noqa: F811
     settings, keys, _, _ = store
 
     async def main() -> tuple[int, str]:
@@ -54,6 +54,7 @@ def test_no_generated_request_gets_a_5xx(store):  # noqa: F811
                 "30",
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                cwd=tmp_path,  # its cache folder (.schemathesis) goes there, not into the checkout
             )
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=600)
             return int(proc.returncode or 0), out.decode(errors="replace")
