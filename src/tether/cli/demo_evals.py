@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tether.cli.output import console
 from tether.core import Settings
 from tether.registry import Registry
 
-WINDOW = 12.0  # seconds of prompts the demo's drift test compares with the registered prompt set
+WINDOW = 12.0  # seconds of prompts the served drift watch compares with the registered prompt set
 
 SCHEMA = {
     "type": "json_schema",
@@ -36,12 +37,25 @@ SCHEMA = {
 }
 
 
+def _monitor_config(window_seconds: float) -> Any:
+    from tether.monitor.config import MonitorConfig
+
+    return MonitorConfig.model_validate(
+        {
+            "enabled": False,
+            "llm": {
+                "sampling": {"rate": 0.3, "canary_factor": 1},
+                "prompt_drift": {"window_seconds": window_seconds, "min_prompts": 60, "check_seconds": 1},
+            },
+        }
+    )
+
+
 def run(reg: Registry, settings: Settings, root: Path, code: Path) -> None:
     from tether.gate import load_spec, run_gate
     from tether.gate.run import set_policy
     from tether.llm.flavor import PROMPT_SCHEMA
     from tether.llm.scenarios import SupportAssistant, prompts
-    from tether.monitor.config import MonitorConfig
     from tether.monitor.watch import Watch
     from tether.rollout.controller import Controller
     from tether.serving.window import MetricStore
@@ -104,18 +118,7 @@ def run(reg: Registry, settings: Settings, root: Path, code: Path) -> None:
         )
         for reason in report.reasons[:2]:
             console.print(f"    {reason}")
-        Watch(reg).set_config(
-            "support",
-            MonitorConfig.model_validate(
-                {
-                    "enabled": False,
-                    "llm": {
-                        "sampling": {"rate": 0.3, "canary_factor": 1},
-                        "prompt_drift": {"window_seconds": WINDOW, "min_prompts": 60, "check_seconds": 1},
-                    },
-                }
-            ),
-        )
+        Watch(reg).set_config("support", _monitor_config(WINDOW))
         ro = Controller(reg, MetricStore())
         from tether.rollout.plan import Plan
 
@@ -133,6 +136,7 @@ async def _traffic(settings: Settings, canary_id: str) -> None:
     from tether.api.server import Server
     from tether.llm.scenarios import SHIFTED, prompts
     from tether.monitor.llm_watch import LLMWatch
+    from tether.monitor.watch import Watch
 
     server = Server(settings, port=0, tick_seconds=0.5, auth=False)
     await server.start()
@@ -167,20 +171,26 @@ async def _traffic(settings: Settings, canary_id: str) -> None:
                 f"  the checks ran on every interaction; {stats['graded']} sampled interactions graded by "
                 f"tether-minilm (queue {stats['queued']}, shed {sum(stats['shed'].values())})"
             )
-            # The drift window is WINDOW seconds: let the rollout's traffic age out of it (a demo may wait; the
-            # tests drive a ManualClock instead), then the users' new questions arrive.
-            await asyncio.sleep(WINDOW)
+            # Then the users' new questions arrive. The drift window is measured around them, from the first to
+            # the last, however long a busy machine takes to send and grade them: a fixed window of wall-clock
+            # time let their first prompts age out before the test ran (CI failed it on a loaded machine).
+            # The pause only orders the rollout's traffic before the window's start.
+            await asyncio.sleep(0.5)
+            first = server.clock.now()
             for i, text in enumerate(prompts(6, 300, SHIFTED)):
                 await ask(text, f"s{i}")
             grading = server.llm.grading
-            deadline = asyncio.get_running_loop().time() + 60
+            deadline = asyncio.get_running_loop().time() + 120
             while (
                 sum(grading.sampler.sampled.values()) > grading.counts["graded"]
                 and asyncio.get_running_loop().time() < deadline
-            ):  # every sampled interaction graded and its prompt written
+            ):  # every sampled interaction graded and its prompt written (bounded)
                 await asyncio.sleep(0.1)
+            last = server.clock.now()
+        span = (last - first).total_seconds() + 0.25
+        await asyncio.to_thread(Watch(server.registry).set_config, "support", _monitor_config(span))
         watch = LLMWatch(server.registry, embedder=server.llm.embedder)
-        status = await asyncio.to_thread(watch.evaluate, "support")
+        status = await asyncio.to_thread(watch.evaluate, "support", now=first + timedelta(seconds=span))
         pd_ = status.prompt_drift
         detail = (
             f" (MMD² {pd_['statistic']:.4f}, p {pd_['p_value']:.1e} against {pd_['baseline']})"
