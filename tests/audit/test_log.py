@@ -226,3 +226,38 @@ def test_hashed_and_redacted_values_are_keyed_digests_that_guessing_cannot_rever
     assert red["email"] != f"redacted:{guess[:16]}" and red["email"] == f"redacted:{digest_of(email, secret)[:16]}"
     with AuditLog(keyed) as again:
         assert again.secret == secret  # stable: digests stay checkable by whoever holds the store's secret
+
+
+def test_a_seal_from_memory_equals_a_seal_from_the_write_ahead_log(keyed, tmp_path):
+    """A running log seals the records it kept in memory; after a crash it decodes the write-ahead frames. Both
+    must give the same segment, byte for byte in every column: times in other zones, microseconds of zero,
+    payloads with nested keys out of order, unicode, tuples and no payload at all."""
+    from datetime import timezone
+
+    records = [
+        AuditRecord(
+            kind="prediction" if i % 3 else "llm",
+            trace_id=f"t{i}",
+            at=datetime(2026, 12, 6, 3, tzinfo=timezone(timedelta(hours=-5 if i % 2 else 9))) + timedelta(
+                microseconds=0 if i % 4 == 0 else i * 7919),
+            model="fraud",
+            version_id=f"{i:064x}",
+            payload=None if i % 5 == 0 else {"z": [1, 2.5, "é"], "a": {"y": (i, None), "b": True}},
+        )
+        for i in range(300)
+    ]  # fmt: skip
+    with AuditLog(keyed) as log:
+        log.append_many(records)
+        log.seal()
+        from_memory = pq.read_table(log.segments()[0])
+    other = keyed.model_copy(update={"home": tmp_path / "crashed"})
+    SigningKey.load(keyed.resolved_signing_key).save(other.resolved_signing_key)
+    log = AuditLog(other)
+    log.append_many(records)
+    log._wal.close()  # a crash: the frames are on disk, nothing is sealed
+    log.close()
+    with AuditLog(other) as reopened:  # seals what the crash left by decoding the frames
+        assert reopened.recovered == 300
+        from_frames = pq.read_table(reopened.segments()[0])
+        assert reopened.verify().ok
+    assert from_memory.equals(from_frames)

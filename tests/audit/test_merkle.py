@@ -131,3 +131,18 @@ def test_bad_arguments_are_refused():
         tree.consistency_proof(0, 4)
     assert not verify_inclusion(5, 3, leaf_hash(b""), [], EMPTY_ROOT)
     assert not verify_consistency(4, 3, [], EMPTY_ROOT, EMPTY_ROOT)
+
+
+def test_extending_many_hashes_builds_the_same_tree_as_appending_one_by_one():
+    rng = random.Random(5)
+    for _ in range(40):
+        one, many = MerkleTree(), MerkleTree()
+        leaves = [leaf_hash(str(i).encode()) for i in range(rng.randrange(0, 300))]
+        for h in leaves:
+            one.append_hash(h)
+        i = 0
+        while i < len(leaves):
+            k = rng.randrange(1, 70)
+            many.extend_hashes(leaves[i : i + k])
+            i += k
+        assert many.levels == one.levels and many.root() == one.root()

@@ -26,7 +26,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import pyarrow.parquet as pq
 from tether.audit import checkpoint as ckpt
 from tether.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from tether.audit.payload import apply_policy, digest_of, load_secret
+from tether.audit.record import FIELDS, KINDS, SCHEMA, AuditRecord, canonical, segment_table
 from tether.audit.segments import Summaries
 from tether.audit.wal import WriteAheadLog, scan
 from tether.core import IntegrityError, InvalidInputError, NotFoundError, Settings, SigningKey, TetherError
@@ -45,86 +45,17 @@ from tether.core import IntegrityError, InvalidInputError, NotFoundError, Settin
 log = logging.getLogger(__name__)
 
 #: Re-exported: where records are built, their digests and payload policy are needed too.
-__all__ = ["AuditLog", "AuditRecord", "apply_policy", "canonical", "digest_of", "load_secret"]
-
-KINDS = ("prediction", "llm", "version", "policy", "alias", "gate", "rollout", "anomaly", "cache", "score")
-FIELDS = (
-    "kind",
-    "trace_id",
-    "at",
-    "model",
-    "version_id",
-    "code_digest",
-    "data_digest",
-    "weights_digest",
-    "input_digest",
-    "output_digest",
-    "payload",
-)
-SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("kind", pa.string()),
-        ("trace_id", pa.string()),
-        ("at", pa.timestamp("us", tz="UTC")),
-        ("model", pa.string()),
-        ("version_id", pa.string()),
-        ("code_digest", pa.string()),
-        ("data_digest", pa.string()),
-        ("weights_digest", pa.string()),
-        ("input_digest", pa.string()),
-        ("output_digest", pa.string()),
-        ("payload", pa.string()),  # canonical JSON, as the payload policy left it
-        ("leaf", pa.binary(32)),
-    ]
-)
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    kind: str
-    trace_id: str
-    at: datetime
-    model: str = ""
-    version_id: str = ""
-    code_digest: str = ""
-    data_digest: str = ""
-    weights_digest: str = ""
-    input_digest: str = ""
-    output_digest: str = ""
-    payload: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise InvalidInputError(f"unknown audit record kind {self.kind!r}", hint=f"one of {', '.join(KINDS)}")
-        if self.at.tzinfo is None:
-            raise InvalidInputError("audit record times must be timezone-aware")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "trace_id": self.trace_id,
-            "at": self.at.astimezone(UTC).isoformat(timespec="microseconds"),
-            "model": self.model,
-            "version_id": self.version_id,
-            "code_digest": self.code_digest,
-            "data_digest": self.data_digest,
-            "weights_digest": self.weights_digest,
-            "input_digest": self.input_digest,
-            "output_digest": self.output_digest,
-            "payload": self.payload,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> AuditRecord:
-        return cls(**{**d, "at": datetime.fromisoformat(d["at"])})
-
-
-def canonical(seq: int, record: dict[str, Any] | bytes) -> bytes:
-    """The bytes a leaf hashes: the sequence number (8 bytes, big-endian), then the record's canonical JSON
-    (sorted keys at every level, no whitespace), which is exactly what the write-ahead log holds."""
-    body = record if isinstance(record, bytes) else orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    return seq.to_bytes(8, "big") + body
+__all__ = [
+    "FIELDS",
+    "KINDS",
+    "SCHEMA",
+    "AuditLog",
+    "AuditRecord",
+    "apply_policy",
+    "canonical",
+    "digest_of",
+    "load_secret",
+]
 
 
 class AuditLog:
@@ -173,7 +104,7 @@ class AuditLog:
         if self.writer:
             # What a crash (or a stop without a seal) left in write-ahead files is sealed before anything new.
             self.recovered = self._seal_files(sorted((self.root / "wal").glob("*.wal")))
-            self._wal = WriteAheadLog(self._wal_path(self.tree.size), first_sequence=self.tree.size)
+            self._wal = self._open_wal(self.tree.size)
 
     # -- writing ---------------------------------------------------------------------------------------------
     def _wal_path(self, first: int) -> Path:
@@ -192,7 +123,7 @@ class AuditLog:
                     "the audit log is closed" if self.writer else "the audit log is open for writing elsewhere"
                 )
             try:
-                return wal.append_many(payloads)
+                return wal.append_many(payloads, records)
             except RuntimeError:
                 if wal.path.exists() and not wal._closed:  # a real failure, not a seal swapping the file
                     raise
@@ -209,58 +140,56 @@ class AuditLog:
             if old.next_sequence == self.tree.size:
                 return 0  # nothing appended since the last seal (and the next file would have the same name)
             old.close()  # appends from now on retry until the new file is in place; none is lost or reordered
-            self._wal = WriteAheadLog(self._wal_path(old.next_sequence), first_sequence=old.next_sequence)
-            return self._seal_files([old.path])
+            self._wal = self._open_wal(old.next_sequence)
+            kept = old.kept()  # what was appended, still in memory: no need to read the file back
+            if kept is None:
+                return self._seal_files([old.path])
+            return self._seal_files([old.path], [(seq, raw) for seq, raw, _ in kept], [r for _, _, r in kept])
 
-    def _seal_files(self, paths: list[Path]) -> int:
+    def _open_wal(self, first: int) -> WriteAheadLog:
+        return WriteAheadLog(self._wal_path(first), first_sequence=first, keep=True)
+
+    def _seal_files(
+        self,
+        paths: list[Path],
+        rows: list[tuple[int, bytes]] | None = None,
+        records: list[AuditRecord] | None = None,
+    ) -> int:
+        """Seal the records of write-ahead files into a segment, then remove the files: ``rows`` and ``records``
+        when the log kept them in memory, else read from the files (after a crash)."""
         # Sealing makes ~10 short-lived objects per record; the cyclic collector would run on every few
         # thousand of them and find nothing (measured: it doubles the time to decode a segment's records).
         enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._seal_files_now(paths)
+            if rows is None:
+                rows, records = [], None
+                for p in sorted(paths):
+                    rows.extend(scan(p)[0])
+                rows = sorted((s, b) for s, b in rows if s >= self.tree.size)  # sealed before a crash: not again
+            if rows:
+                first = rows[0][0]
+                if first != self.tree.size:
+                    raise TetherError(
+                        f"the write-ahead log starts at record {first} but the sealed log ends at {self.tree.size - 1}",
+                        hint="records are missing between the segments and the write-ahead log; "
+                        "run tether audit verify",
+                    )
+                self._write_segment(segment_table(rows, records))
+            for p in paths:
+                p.unlink(missing_ok=True)
+            return len(rows)
         finally:
             if enabled:
                 gc.enable()
 
-    def _seal_files_now(self, paths: list[Path]) -> int:
-        rows: list[tuple[int, bytes]] = []
-        for p in sorted(paths):
-            rows.extend(scan(p)[0])
-        rows = [(s, b) for s, b in rows if s >= self.tree.size]  # sealed before a crash: not again
-        if rows:
-            rows.sort()
-            first = rows[0][0]
-            if first != self.tree.size:
-                raise TetherError(
-                    f"the write-ahead log starts at record {first} but the sealed log ends at {self.tree.size - 1}",
-                    hint="records are missing between the segments and the write-ahead log; run tether audit verify",
-                )
-            self._write_segment(rows)
-        for p in paths:
-            p.unlink(missing_ok=True)
-        return len(rows)
-
-    def _write_segment(self, rows: list[tuple[int, bytes]]) -> None:
-        # The leaves hash the write-ahead bytes as they are (no re-encoding); columns are built a field at a time.
-        leaves = [leaf_hash(canonical(seq, raw)) for seq, raw in rows]
-        recs = [orjson.loads(raw) for _, raw in rows]
-        cols: dict[str, Any] = {"seq": [seq for seq, _ in rows]}
-        for f in FIELDS:
-            if f == "at":
-                cols["at"] = pa.array([r["at"] for r in recs]).cast(pa.timestamp("us", tz="UTC"))
-            elif f == "payload":
-                cols["payload"] = [orjson.dumps(r["payload"], option=orjson.OPT_SORT_KEYS).decode() for r in recs]
-            else:
-                cols[f] = [r[f] for r in recs]
-        cols["leaf"] = leaves
-        first, last = rows[0][0], rows[-1][0]
-        dest = self.root / "segments" / f"{first:012d}-{last:012d}.parquet"
+    def _write_segment(self, table: pa.Table) -> None:
+        seqs = table.column("seq")
+        dest = self.root / "segments" / f"{seqs[0].as_py():012d}-{seqs[-1].as_py():012d}.parquet"
         tmp = dest.with_suffix(".tmp")
-        pq.write_table(pa.table(cols, schema=SCHEMA), tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd")
         _fsync_rename(tmp, dest)
-        for leaf in leaves:
-            self.tree.append_hash(leaf)
+        self.tree.extend_hashes(table.column("leaf").to_pylist())
         self._checkpoint(dest.name)
 
     def _checkpoint(self, segment: str) -> None:

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tether.core import IntegrityError
 
@@ -78,7 +79,11 @@ def scan(path: Path) -> tuple[list[tuple[int, bytes]], ScanReport]:
 
 
 class WriteAheadLog:
-    def __init__(self, path: str | Path, *, first_sequence: int = 0) -> None:
+    """``keep=True`` also keeps, in memory, each durable record with the object the caller made it from, so the
+    file's owner can seal it without reading it back (`kept`); a log reopened over frames a crash left behind
+    keeps nothing, and is read back."""
+
+    def __init__(self, path: str | Path, *, first_sequence: int = 0, keep: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         records, self.opened = scan(self.path)
@@ -87,6 +92,10 @@ class WriteAheadLog:
                 f.truncate(self.opened.valid_bytes)
                 os.fsync(f.fileno())
         self._next = self.opened.next_sequence if records else first_sequence
+        self._first = self._next
+        self._keep = keep and not records
+        self._pending_kept: list[tuple[int, bytes, Any]] = []
+        self._kept: list[tuple[int, bytes, Any]] = []
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
         self._cond = threading.Condition()
         self._pending: list[bytes] = []
@@ -106,11 +115,14 @@ class WriteAheadLog:
         """Append one record; returns its sequence number once it is on disk."""
         return self.append_many([payload])[-1]
 
-    def append_many(self, payloads: list[bytes]) -> list[int]:
-        """Append records in order; returns their sequence numbers once all are on disk."""
+    def append_many(self, payloads: list[bytes], objects: list[Any] | None = None) -> list[int]:
+        """Append records in order; returns their sequence numbers once all are on disk. ``objects``, one per
+        payload, are what `kept` hands back beside them (with ``keep``)."""
         for p in payloads:
             if len(p) > MAX_RECORD:
                 raise ValueError(f"a record of {len(p)} bytes is over the {MAX_RECORD}-byte limit")
+        if objects is not None and len(objects) != len(payloads):
+            raise ValueError(f"{len(objects)} objects for {len(payloads)} payloads")
         with self._cond:
             if self._closed:
                 raise RuntimeError("the write-ahead log is closed")
@@ -122,6 +134,9 @@ class WriteAheadLog:
                 self._pending.append(HEADER.pack(MAGIC, len(p), zlib.crc32(p), self._next) + p)
                 self._next += 1
             last = self._next - 1
+            if self._keep:
+                kept = objects if objects is not None else [None] * len(payloads)
+                self._pending_kept.extend(zip(range(first, last + 1), payloads, kept, strict=True))
             self._cond.notify_all()
             while self._durable < last or self._generation != generation:
                 if self._generation != generation:
@@ -137,6 +152,7 @@ class WriteAheadLog:
                 if not self._pending and self._closed:
                     return
                 batch, self._pending = self._pending, []
+                kept, self._pending_kept = self._pending_kept, []
                 last = self._next - 1
             data = b"".join(batch)
             try:
@@ -156,6 +172,7 @@ class WriteAheadLog:
             with self._cond:
                 self._size += len(data)
                 self._durable = last
+                self._kept.extend(kept)
                 self._cond.notify_all()
 
     def _undo(self, error: OSError) -> None:
@@ -166,6 +183,7 @@ class WriteAheadLog:
             self.write_failures += 1
             self._error = error
             self._pending = []
+            self._pending_kept = []
             self._next = self._durable + 1
             try:
                 os.ftruncate(self._file.fileno(), self._size)
@@ -179,6 +197,14 @@ class WriteAheadLog:
     @property
     def next_sequence(self) -> int:
         return self._next
+
+    def kept(self) -> list[tuple[int, bytes, Any]] | None:
+        """Every record on disk in this file, with its object, once the log is closed; None when some are not
+        in memory (a log reopened after a crash, or opened without ``keep``): read the file instead."""
+        with self._cond:
+            if not (self._closed and self._keep) or len(self._kept) != self._next - self._first:
+                return None
+            return list(self._kept)  # in sequence order: numbers are given and batches written in order
 
     def records(self) -> Iterator[tuple[int, bytes]]:
         """What is on disk now (acknowledged records), in order."""
