@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -133,3 +134,86 @@ def test_the_chat_parser_returns_a_request_or_a_400_never_anything_else(body):
         assert str(e)  # it says what was wrong
         return
     assert req.messages and all(m["role"] in ("user", "system", "assistant", "tool", "developer") for m in req.messages)
+
+
+# -- the gate spec parser ----------------------------------------------------------------------------------------
+metric_entries = st.fixed_dictionaries(
+    {"name": st.sampled_from(["auc", "recall", "false_positive_rate", "schema_valid", "nope"]) | json_values},
+    optional={"margin": json_values, "min": json_values, "max": json_values, "direction": json_values},
+)
+gate_specs = json_values | st.fixed_dictionaries(
+    {"model": st.text(max_size=8) | json_values},
+    optional={
+        "task": st.sampled_from(["classification", "llm", "regression"]) | json_values,
+        "gold": st.lists(st.text(max_size=8), max_size=2) | json_values,
+        "metrics": st.lists(metric_entries, max_size=3) | json_values,
+        "slices": json_values,
+        "fairness": json_values,
+        "edge_cases": json_values,
+        "alpha": json_values,
+        "bootstrap": json_values,
+        "min_rows": json_values,
+        "min_class_rows": json_values,
+        "label": json_values,
+    },
+)
+
+
+@FAST
+@given(gate_specs)
+def test_the_gate_spec_parser_returns_a_spec_or_an_error_that_names_the_problem(data):
+    from tether.core import InvalidInputError
+    from tether.gate.spec import GateSpec, load_spec
+
+    try:
+        spec = load_spec(data) if isinstance(data, dict) else load_spec({"wrapped": data})
+    except InvalidInputError as e:
+        assert str(e) and ("gate spec" in str(e))  # says which document, and (from pydantic) which field
+        return
+    assert isinstance(spec, GateSpec) and spec.model
+
+
+# -- profile merging (what replicas publish and the controller sums) ---------------------------------------------
+numbers = st.lists(
+    st.floats(allow_nan=True, allow_infinity=True, width=64) | st.integers(-(10**6), 10**6) | st.none(), max_size=60
+)
+
+
+@FAST
+@given(numbers, st.lists(st.integers(0, 60), max_size=4))
+def test_profiles_merged_from_any_split_equal_the_profile_of_the_whole(values, cuts):
+    """However the rows are split over replicas (and sent as JSON), the merged profile has the whole's counts,
+    mean and variance, its categorical counts sum to its count, and merging an empty profile changes nothing."""
+    import numpy as np
+    import pandas as pd
+
+    from tether.monitor.profile import DatasetProfile
+
+    frame = pd.DataFrame({"x": pd.array(values, dtype="object"), "c": [str(v)[:3] for v in values]})
+    whole = DatasetProfile.for_kinds({"x": "numeric", "c": "categorical"}, cap=8)
+    whole.observe(frame)
+    bounds = sorted({0, len(values), *[min(c, len(values)) for c in cuts]})
+    merged = DatasetProfile.for_kinds({"x": "numeric", "c": "categorical"}, cap=8)
+    for lo, hi in itertools.pairwise(bounds):
+        part = DatasetProfile.for_kinds({"x": "numeric", "c": "categorical"}, cap=8)
+        part.observe(frame.iloc[lo:hi])
+        merged.merge(DatasetProfile.from_json(part.to_json()))
+    merged.merge(DatasetProfile.for_kinds({"x": "numeric", "c": "categorical"}, cap=8))
+    wx, mx = whole.features["x"], merged.features["x"]
+    assert (mx.count, mx.missing) == (wx.count, wx.missing)
+    if wx.count:
+        assert np.isclose(mx.mean, wx.mean, rtol=1e-9, atol=1e-6 * max(1.0, abs(wx.mean)))
+        scale = max(1.0, wx.m2)
+        assert abs(mx.m2 - wx.m2) <= 1e-6 * scale + 1e-6
+    wc, mc = whole.features["c"], merged.features["c"]
+    assert (mc.count, mc.missing) == (wc.count, wc.missing)
+    assert sum(mc.counts.values()) == mc.count and len(mc.counts) <= mc.cap + 1
+
+
+def test_merging_profiles_of_different_kinds_is_refused_by_name():
+    from tether.core import InvalidInputError
+    from tether.monitor.profile import DatasetProfile
+
+    numeric = DatasetProfile.for_kinds({"x": "numeric"})
+    with pytest.raises(InvalidInputError, match="'x'.*numeric.*categorical"):
+        numeric.merge(DatasetProfile.for_kinds({"x": "categorical"}))

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tether.core import InvalidInputError
+
 OTHER = "__other__"
 
 
@@ -225,8 +227,14 @@ class DatasetProfile:
             mine = self.features.get(name)
             if mine is None:
                 self.features[name] = prof
-            else:
-                mine.merge(prof)  # type: ignore[arg-type]
+                continue
+            kinds = [type(p).__name__.removesuffix("Profile").lower() for p in (mine, prof)]
+            if kinds[0] != kinds[1]:  # a replica profiling a feature as another kind (another schema): never sum
+                raise InvalidInputError(
+                    f"feature {name!r}: cannot merge a {kinds[0]} profile with a {kinds[1]} profile",
+                    hint="both profiles must come from the same input schema",
+                )
+            mine.merge(prof)  # type: ignore[arg-type]  # the same kind, checked above
         return self
 
     def to_json(self) -> dict[str, Any]:
