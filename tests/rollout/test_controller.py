@@ -397,3 +397,30 @@ def test_each_rollout_salts_its_own_cohort(setup):
     assert t3.salt == f"fraud/rollout-{second.id}" != t1.salt
     again = {k for k in (f"u{i}" for i in range(20000)) if t3.route(k).arm == "canary"}
     assert len(again & set(inside)) < len(inside) / 2  # a new cohort, not the same users again
+
+
+def test_a_wall_clock_that_jumps_bakes_nothing_and_decides_nothing_twice(setup):
+    """Bake and watch time are time observed on the monotonic clock: a wall clock stepped an hour forwards (NTP,
+    an operator) does not finish a bake, one stepped backwards decides nothing on traffic it cannot place, and
+    the step goes on where it was once the clock is right again."""
+    reg, ctrl, metrics, clock, v1, v2 = setup
+    rng = np.random.default_rng(8)
+    ro = _start(ctrl, v2)
+
+    def traffic():
+        _traffic(metrics, "fraud", v2.id, "canary", clock.now(), 30000, Behaviour(error=0.0), rng)
+        _traffic(metrics, "fraud", v1.id, "champion", clock.now(), 300000, Behaviour(error=0.0), rng)
+
+    traffic()
+    assert ctrl.tick() == []  # the step's first observed tick
+    clock.jump(3600)
+    traffic()
+    assert ctrl.tick() == [] and ctrl.latest("fraud").step_index == 0  # an hour on the wall, nothing baked
+    clock.jump(-7200)
+    traffic()
+    assert ctrl.tick() == [] and ctrl.latest("fraud").step_index == 0  # before the step started: no decision
+    clock.jump(3600)
+    clock.advance(PLAN.bake_seconds + 1)
+    traffic()
+    assert [e.kind for e in ctrl.tick()] == ["advance"]
+    assert [e.kind for e in ctrl.events(ro.id)].count("advance") == 1

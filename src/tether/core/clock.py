@@ -70,5 +70,11 @@ class ManualClock:
             self._now += timedelta(seconds=seconds)
             self._mono += seconds
 
+    def jump(self, seconds: float) -> None:
+        """Step the wall clock alone, forwards or backwards, as an NTP correction or an operator does; the
+        monotonic clock does not move (what elapsed-time decisions must be measured with)."""
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
     def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))

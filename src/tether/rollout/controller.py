@@ -113,7 +113,7 @@ class Controller:
         self.clock = clock or registry.clock or SystemClock()
         self.db = registry.store.db
         #: (rollout, step, step start) -> when this controller first saw the step's traffic (see `_observed`).
-        self._watched: dict[tuple[int, int, datetime], datetime] = {}
+        self._watched: dict[tuple[int, int, datetime], float] = {}
 
     def __enter__(self) -> Controller:
         return self
@@ -315,20 +315,21 @@ class Controller:
         """Seconds of the current step this controller has watched so far (read only: what `_observed` has
         recorded; 0 before the first tick that saw canary traffic)."""
         first = self._watched.get((ro.id, ro.step_index, ro.step_started_at))
-        return 0.0 if first is None else (self.clock.now() - first).total_seconds()
+        return 0.0 if first is None else self.clock.monotonic() - first
 
     def _observed(self, ro: Rollout) -> float:
         """Seconds this controller has watched the current step with canary traffic arriving: bake time is time
-        observed, not time elapsed (downtime, a restart of the server, a canary still starting do not count)."""
+        observed, not time elapsed (downtime, a restart of the server, a canary still starting do not count).
+        It is measured on the monotonic clock: a wall clock stepped forwards (NTP, an operator) bakes nothing."""
         key = (ro.id, ro.step_index, ro.step_started_at)
-        now = self.clock.now()
         first = self._watched.get(key)
         if first is None:
             arm = "champion" if ro.state == "watching" else "canary"
-            if not self.metrics.tally(ro.model, ro.candidate_id, arm, now - timedelta(seconds=30)).requests:
+            since = self.clock.now() - timedelta(seconds=30)
+            if not self.metrics.tally(ro.model, ro.candidate_id, arm, since).requests:
                 return 0.0
-            first = self._watched[key] = now
-        return (now - first).total_seconds()
+            first = self._watched[key] = self.clock.monotonic()
+        return self.clock.monotonic() - first
 
     def _running(self, ro: Rollout) -> list[Event]:
         comps, new, old = self.evaluate(ro)
