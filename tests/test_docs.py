@@ -53,3 +53,23 @@ def test_readme_tour_runs_as_written(tmp_path):
     assert "country=BR" in out.stdout
     assert "weights: verified" in out.stdout
     assert "matches the registered one" in out.stdout
+
+
+def test_every_test_named_in_operations_md_exists():
+    """docs/operations.md states each promise beside the test that holds it: a renamed or deleted test would
+    leave a promise that nothing holds."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    named, last = [], ""
+    for path, func in re.findall(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`", text):
+        if path or func:  # "`::name`" names a test of the file named just before it
+            last = path or last
+            named.append((last, func))
+    assert len(named) > 50
+    missing = []
+    for path, func in named:
+        f = ROOT / path
+        if not f.exists():
+            missing.append(path)
+        elif func and not re.search(rf"^(async )?def {func}\(|^class {func}\b", f.read_text(), re.M):
+            missing.append(f"{path}::{func}")
+    assert not missing, f"named in docs/operations.md but not found: {missing}"
