@@ -261,3 +261,29 @@ def test_a_seal_from_memory_equals_a_seal_from_the_write_ahead_log(keyed, tmp_pa
         from_frames = pq.read_table(reopened.segments()[0])
         assert reopened.verify().ok
     assert from_memory.equals(from_frames)
+
+
+def test_canonical_json_is_to_json_sorted():
+    """The fast canonical form (orjson writes the time) is byte for byte the sorted JSON of `to_json`, whatever
+    the time: on a whole second, in another zone, before 1970, at the ends of the calendar."""
+    import random
+    from datetime import timezone
+
+    import orjson
+
+    rng = random.Random(3)
+    times = [
+        datetime(2026, 12, 6, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 7, 20, 20, 17, 40, 1, tzinfo=timezone(timedelta(hours=-4))),
+    ]
+    times += [
+        datetime.fromtimestamp(
+            rng.uniform(-2e9, 4e9), tz=timezone(timedelta(minutes=rng.randrange(-720, 840, 15)))
+        ).replace(microsecond=rng.choice([0, 1, rng.randrange(10**6)]))
+        for _ in range(500)
+    ]
+    for at in times:
+        r = AuditRecord(kind="llm", trace_id="t", at=at, model="m", payload={"b": [1, "é"], "a": None})
+        assert r.canonical_json() == orjson.dumps(r.to_json(), option=orjson.OPT_SORT_KEYS), at

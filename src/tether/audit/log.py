@@ -44,6 +44,9 @@ from tether.core import IntegrityError, InvalidInputError, NotFoundError, Settin
 
 log = logging.getLogger(__name__)
 
+#: The columns whose values repeat within a segment (a few kinds, models, versions and their triads).
+DICTIONARY_COLUMNS = ["kind", "model", "version_id", "code_digest", "data_digest", "weights_digest"]
+
 #: Re-exported: where records are built, their digests and payload policy are needed too.
 __all__ = [
     "FIELDS",
@@ -115,7 +118,7 @@ class AuditLog:
         return self.append_many([record])[0]
 
     def append_many(self, records: list[AuditRecord]) -> list[int]:
-        payloads = [orjson.dumps(r.to_json(), option=orjson.OPT_SORT_KEYS) for r in records]
+        payloads = [r.canonical_json() for r in records]
         while True:
             wal = self._wal
             if wal is None:
@@ -144,7 +147,8 @@ class AuditLog:
             kept = old.kept()  # what was appended, still in memory: no need to read the file back
             if kept is None:
                 return self._seal_files([old.path])
-            return self._seal_files([old.path], [(seq, raw) for seq, raw, _ in kept], [r for _, _, r in kept])
+            first, payloads, records = kept
+            return self._seal_files([old.path], (list(range(first, first + len(payloads))), payloads), records)
 
     def _open_wal(self, first: int) -> WriteAheadLog:
         return WriteAheadLog(self._wal_path(first), first_sequence=first, keep=True)
@@ -152,7 +156,7 @@ class AuditLog:
     def _seal_files(
         self,
         paths: list[Path],
-        rows: list[tuple[int, bytes]] | None = None,
+        rows: tuple[list[int], list[bytes]] | None = None,
         records: list[AuditRecord] | None = None,
     ) -> int:
         """Seal the records of write-ahead files into a segment, then remove the files: ``rows`` and ``records``
@@ -163,11 +167,12 @@ class AuditLog:
         gc.disable()
         try:
             if rows is None:
-                rows, records = [], None
+                found: list[tuple[int, bytes]] = []
                 for p in sorted(paths):
-                    rows.extend(scan(p)[0])
-                rows = sorted((s, b) for s, b in rows if s >= self.tree.size)  # sealed before a crash: not again
-            if rows:
+                    found.extend(scan(p)[0])
+                found = sorted((s, b) for s, b in found if s >= self.tree.size)  # sealed before a crash: not again
+                rows, records = ([s for s, _ in found], [b for _, b in found]), None
+            if rows[0]:
                 first = rows[0][0]
                 if first != self.tree.size:
                     raise TetherError(
@@ -175,10 +180,10 @@ class AuditLog:
                         hint="records are missing between the segments and the write-ahead log; "
                         "run tether audit verify",
                     )
-                self._write_segment(segment_table(rows, records))
+                self._write_segment(segment_table(*rows, records))
             for p in paths:
                 p.unlink(missing_ok=True)
-            return len(rows)
+            return len(rows[0])
         finally:
             if enabled:
                 gc.enable()
@@ -187,7 +192,9 @@ class AuditLog:
         seqs = table.column("seq")
         dest = self.root / "segments" / f"{seqs[0].as_py():012d}-{seqs[-1].as_py():012d}.parquet"
         tmp = dest.with_suffix(".tmp")
-        pq.write_table(table, tmp, compression="zstd")
+        # Dictionary encoding only where values repeat: tried on trace ids, digests and payloads it cost 40% of
+        # the write and made the file larger.
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
         _fsync_rename(tmp, dest)
         self.tree.extend_hashes(table.column("leaf").to_pylist())
         self._checkpoint(dest.name)

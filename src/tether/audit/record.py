@@ -68,10 +68,29 @@ class AuditRecord:
             raise InvalidInputError("audit record times must be timezone-aware")
 
     def to_json(self) -> dict[str, Any]:
+        return self._as_dict(self._utc().isoformat(timespec="microseconds"))
+
+    def canonical_json(self) -> bytes:
+        """`to_json` as canonical JSON (sorted keys, no whitespace): what the write-ahead log holds and the leaf
+        hashes. orjson writes a UTC time that has microseconds exactly as ``isoformat`` does, in C (``isoformat``
+        was most of the cost of an append); one on a whole second it writes without them, so that one goes
+        through ``isoformat`` (``tests/audit/test_log.py::test_canonical_json_is_to_json_sorted``)."""
+        at = self._utc()
+        return orjson.dumps(
+            self._as_dict(at if at.microsecond else at.isoformat(timespec="microseconds")),
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    def _utc(self) -> datetime:
+        return self.at if self.at.tzinfo is UTC else self.at.astimezone(UTC)
+
+    def _as_dict(self, at: Any) -> dict[str, Any]:
+        # Field by field, never through ``self.__dict__``: reading that makes CPython give the record a dict of
+        # its own for the rest of its life (a tracked object per record: the collector ran every 700 appends).
         return {
             "kind": self.kind,
             "trace_id": self.trace_id,
-            "at": (self.at if self.at.tzinfo is UTC else self.at.astimezone(UTC)).isoformat(timespec="microseconds"),
+            "at": at,
             "model": self.model,
             "version_id": self.version_id,
             "code_digest": self.code_digest,
@@ -94,17 +113,18 @@ def canonical(seq: int, record: dict[str, Any] | bytes) -> bytes:
     return seq.to_bytes(8, "big") + body
 
 
-def segment_table(rows: list[tuple[int, bytes]], records: list[AuditRecord] | None = None) -> pa.Table:
-    """A sealed segment's table for write-ahead rows (sequence, the record's canonical JSON), leaves included.
+def segment_table(seqs: list[int], payloads: list[bytes], records: list[AuditRecord] | None = None) -> pa.Table:
+    """A sealed segment's table for write-ahead rows (sequence numbers, each record's canonical JSON), leaves
+    included.
 
     The leaves hash the write-ahead bytes as they are. The other columns come from the records those bytes were
     made from when the log still holds them (every seal of a running log: decoding 100,000 records back from
     JSON in Python cost more than the rest of the seal); after a crash, from the bytes, decoded. Both give the
     same table (``tests/audit/test_log.py::test_a_seal_from_memory_equals_a_seal_from_the_write_ahead_log``).
     """
-    cols: dict[str, Any] = {"seq": [seq for seq, _ in rows]}
+    cols: dict[str, Any] = {"seq": seqs}
     if records is None:
-        decoded = [orjson.loads(raw) for _, raw in rows]
+        decoded = [orjson.loads(raw) for raw in payloads]
         for f in FIELDS:
             if f == "at":
                 cols[f] = pa.array([r["at"] for r in decoded]).cast(pa.timestamp("us", tz="UTC"))
@@ -113,8 +133,8 @@ def segment_table(rows: list[tuple[int, bytes]], records: list[AuditRecord] | No
             else:
                 cols[f] = [r[f] for r in decoded]
     else:
-        if len(records) != len(rows):
-            raise ValueError(f"{len(records)} records for {len(rows)} write-ahead rows")
+        if len(records) != len(payloads):
+            raise ValueError(f"{len(records)} records for {len(payloads)} write-ahead rows")
         # One C-level attrgetter per record and a transpose: a comprehension per field took twice as long.
         strings = [f for f in FIELDS if f not in ("at", "payload")]
         for f, values in zip(strings, zip(*map(attrgetter(*strings), records), strict=True), strict=True):
@@ -123,5 +143,7 @@ def segment_table(rows: list[tuple[int, bytes]], records: list[AuditRecord] | No
         cols["payload"] = [orjson.dumps(r.payload, option=orjson.OPT_SORT_KEYS).decode() for r in records]
     # leaf_hash(canonical(seq, raw)), inlined: one concatenation per record instead of three calls.
     sha, prefix = hashlib.sha256, LEAF
-    cols["leaf"] = [sha(prefix + seq.to_bytes(8, "big") + raw).digest() for seq, raw in rows]
+    cols["leaf"] = [
+        sha(prefix + seq.to_bytes(8, "big") + raw).digest() for seq, raw in zip(seqs, payloads, strict=True)
+    ]
     return pa.table(cols, schema=SCHEMA)

@@ -94,8 +94,10 @@ class WriteAheadLog:
         self._next = self.opened.next_sequence if records else first_sequence
         self._first = self._next
         self._keep = keep and not records
-        self._pending_kept: list[tuple[int, bytes, Any]] = []
-        self._kept: list[tuple[int, bytes, Any]] = []
+        # Two flat lists each (no tuple per record: a container per record made the collector's passes cost
+        # more than the seal saved).
+        self._pending_kept: tuple[list[bytes], list[Any]] = ([], [])
+        self._kept: tuple[list[bytes], list[Any]] = ([], [])
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
         self._cond = threading.Condition()
         self._pending: list[bytes] = []
@@ -135,8 +137,8 @@ class WriteAheadLog:
                 self._next += 1
             last = self._next - 1
             if self._keep:
-                kept = objects if objects is not None else [None] * len(payloads)
-                self._pending_kept.extend(zip(range(first, last + 1), payloads, kept, strict=True))
+                self._pending_kept[0].extend(payloads)
+                self._pending_kept[1].extend(objects if objects is not None else [None] * len(payloads))
             self._cond.notify_all()
             while self._durable < last or self._generation != generation:
                 if self._generation != generation:
@@ -152,7 +154,7 @@ class WriteAheadLog:
                 if not self._pending and self._closed:
                     return
                 batch, self._pending = self._pending, []
-                kept, self._pending_kept = self._pending_kept, []
+                kept, self._pending_kept = self._pending_kept, ([], [])
                 last = self._next - 1
             data = b"".join(batch)
             try:
@@ -172,7 +174,8 @@ class WriteAheadLog:
             with self._cond:
                 self._size += len(data)
                 self._durable = last
-                self._kept.extend(kept)
+                self._kept[0].extend(kept[0])
+                self._kept[1].extend(kept[1])
                 self._cond.notify_all()
 
     def _undo(self, error: OSError) -> None:
@@ -183,7 +186,7 @@ class WriteAheadLog:
             self.write_failures += 1
             self._error = error
             self._pending = []
-            self._pending_kept = []
+            self._pending_kept = ([], [])
             self._next = self._durable + 1
             try:
                 os.ftruncate(self._file.fileno(), self._size)
@@ -198,13 +201,14 @@ class WriteAheadLog:
     def next_sequence(self) -> int:
         return self._next
 
-    def kept(self) -> list[tuple[int, bytes, Any]] | None:
-        """Every record on disk in this file, with its object, once the log is closed; None when some are not
-        in memory (a log reopened after a crash, or opened without ``keep``): read the file instead."""
+    def kept(self) -> tuple[int, list[bytes], list[Any]] | None:
+        """(first sequence, payloads, objects): every record on disk in this file, in sequence order, once the log
+        is closed; None when some are not in memory (a log reopened after a crash, or opened without ``keep``):
+        read the file instead."""
         with self._cond:
-            if not (self._closed and self._keep) or len(self._kept) != self._next - self._first:
+            if not (self._closed and self._keep) or len(self._kept[0]) != self._next - self._first:
                 return None
-            return list(self._kept)  # in sequence order: numbers are given and batches written in order
+            return self._first, self._kept[0], self._kept[1]  # in order: numbers are given and written in order
 
     def records(self) -> Iterator[tuple[int, bytes]]:
         """What is on disk now (acknowledged records), in order."""
