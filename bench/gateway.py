@@ -8,7 +8,9 @@ address, and sends one-record prediction requests from this process:
   - 32 connections: throughput direct and through the gateway, and their ratio;
 three times: with the drift watch and the audit log (the defaults), without the drift watch (`tether
 monitor set fraud` with `enabled: false`), and without the audit log too (`TETHER_AUDIT=false`), and what
-each costs.
+each costs. The last run also measures the floor: a bare aiohttp proxy (its own process, one pooled client
+session, the body forwarded as it came) in front of the same instance, so the gateway's hop is shown beside
+what the framework alone costs on this machine.
 """
 
 from __future__ import annotations
@@ -154,8 +156,14 @@ def main() -> None:
             )
             print(f"-- {label}")
             run_env = {**env, "TETHER_AUDIT": "true" if audit else "false"}
-            results[label] = _serve_and_bench(run_env, records, args.requests, args.connections)
+            results[label] = _serve_and_bench(run_env, records, args.requests, args.connections, floor=not audit)
         labels = list(results)
+        bare, floor = results[labels[2]], results[labels[2]]["floor"]
+        print(
+            f"the gateway's bare hop against a bare aiohttp proxy: p50 {bare['added_p50']:+.2f} vs "
+            f"{floor['added_p50']:+.2f} ms, p99 {bare['added_p99']:+.2f} vs {floor['added_p99']:+.2f} ms, "
+            f"throughput ratio {bare['ratio']:.2f} vs {floor['ratio']:.2f}"
+        )
         for name, a, b in (("drift watch", labels[0], labels[1]), ("audit log", labels[1], labels[2])):
             on, off = results[a], results[b]
             print(
@@ -165,7 +173,52 @@ def main() -> None:
             )
 
 
-def _serve_and_bench(env: dict[str, str], records: list[dict[str, object]], n: int, connections: int) -> dict:
+PROXY = """
+import sys
+import aiohttp
+from aiohttp import web
+
+upstream = sys.argv[1]
+
+
+async def session(app):
+    app["s"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    yield
+    await app["s"].close()
+
+
+async def forward(request):
+    body = await request.read()
+    async with request.app["s"].post(upstream, data=body, headers={"Content-Type": "application/json"}) as r:
+        return web.Response(body=await r.read(), status=r.status, content_type="application/json")
+
+
+app = web.Application()
+app.cleanup_ctx.append(session)
+app.router.add_post("/predict", forward)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=lambda *a: print("ready", flush=True))
+"""
+
+
+def _floor(direct: str, records: list[dict[str, object]], n: int, connections: int) -> dict:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proxy = subprocess.Popen([sys.executable, "-c", PROXY, direct, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        proxy.stdout.readline()
+        print("-- the floor: a bare aiohttp proxy in front of the same instance")
+        return asyncio.run(_bench(f"http://127.0.0.1:{port}/predict", direct, records, n, connections))
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+
+
+def _serve_and_bench(
+    env: dict[str, str], records: list[dict[str, object]], n: int, connections: int, floor: bool = False
+) -> dict:
     server = subprocess.Popen(
         [sys.executable, "-m", "tether.cli", "serve", "--no-auth", "--port", "0"],
         env=env,
@@ -178,7 +231,11 @@ def _serve_and_bench(env: dict[str, str], records: list[dict[str, object]], n: i
         gateway = line.split("serving on ")[1].split()[0]
         asyncio.run(_wait(gateway, records[0]))
         instance = _instance_url(server.pid)
-        return asyncio.run(_bench(f"{gateway}/v1/models/fraud/predict", f"{instance}/predict", records, n, connections))
+        predict = f"{gateway}/v1/models/fraud/predict"
+        result = asyncio.run(_bench(predict, f"{instance}/predict", records, n, connections))
+        if floor:
+            result["floor"] = _floor(f"{instance}/predict", records, n, connections)
+        return result
     finally:
         server.terminate()
         server.wait(timeout=30)
