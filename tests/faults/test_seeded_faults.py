@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import instance_pids
 from tests.faults.services import PrivatePostgres, PrivateRedis, private_postgres_reason
 from tests.scale.test_scale_e2e import Fleet, _healthy
-from tether.audit.logset import AuditSet
+from tests.trail import assert_trail_whole
 from tether.core import Settings
 from tether.registry import Registry
 from tether.rollout.controller import Controller
@@ -107,17 +107,7 @@ def test_a_canary_completes_through_seeded_faults_and_the_trail_is_whole(private
     assert kinds == ["start", "advance", "promote", "complete"], kinds
 
     # Nothing acknowledged lost or duplicated; every log verifies.
-    with AuditSet(settings) as trail:
-        trail.seal()
-        report = trail.verify()
-        _, rows = trail.query("SELECT trace_id, count(*) FROM records WHERE kind = 'prediction' GROUP BY trace_id")
-        _, decisions = trail.query("SELECT trace_id, count(*) FROM records WHERE kind = 'rollout' GROUP BY trace_id")
-    assert report.ok, (report.problems, {k: r.problems for k, r in report.logs.items()})
-    logged = dict(rows)
-    assert all(n == 1 for n in logged.values()), "a prediction is on the trail twice"
-    missing = set(answered) - set(logged)
-    assert not missing, f"{len(missing)} of {len(answered)} answered requests are not on the trail"
-    assert len(decisions) == len(kinds) and all(n == 1 for _, n in decisions)
+    assert_trail_whole(settings, answered, decisions=len(kinds))
     verify = subprocess.run(
         [sys.executable, "-m", "tether.cli", "audit", "verify"], env=fleet.env, capture_output=True, text=True
     )

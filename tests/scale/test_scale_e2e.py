@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import REDIS_URL, needs_redis
 from tests.store.test_blobs import s3_endpoint  # noqa: F401  (fixture)
-from tether.audit.logset import AuditSet
+from tests.trail import assert_trail_whole
 from tether.core import Settings
 from tether.registry import Registry
 from tether.rollout.controller import Controller
@@ -146,19 +146,7 @@ def test_a_canary_survives_a_killed_leader_and_a_killed_gateway(
     assert Lease(reg.store.db).current()["epoch"] >= 2  # the standby took over
     assert {v for v in answered.values()} == {v1.id, v2.id}
 
-    with AuditSet(settings) as trail:
-        trail.seal()
-        report = trail.verify()
-        _, rows = trail.query("SELECT trace_id, count(*) FROM records WHERE kind = 'prediction' GROUP BY trace_id")
-        _, decisions = trail.query("SELECT trace_id, count(*) FROM records WHERE kind = 'rollout' GROUP BY trace_id")
-    assert report.ok, (report.problems, {k: r.problems for k, r in report.logs.items()})
-    assert {"main", "gw-a", "gw-b"} <= set(report.logs)
-    logged = dict(rows)
-    assert all(n == 1 for n in logged.values())  # nothing twice
-    missing = set(answered) - set(logged)
-    assert not missing, f"{len(missing)} of {len(answered)} answered requests are not on the trail"
-    assert decisions and all(n == 1 for _, n in decisions)
-    assert len(decisions) == len(kinds)
+    assert {"main", "gw-a", "gw-b"} <= assert_trail_whole(settings, answered, decisions=len(kinds))
     for shipped in ([], ["--shipped"]):  # the logs on this disk; then the blob store's copies alone
         verify = subprocess.run(
             [sys.executable, "-m", "tether.cli", "audit", "verify", *shipped],
