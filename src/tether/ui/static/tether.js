@@ -27,11 +27,21 @@
       });
     });
     var width = Math.max(260, el.clientWidth || 600);
+    // One x value, or one y value across every series: uPlot's own padding of a flat range spans years of time
+    // and 0-100 of a rate (seen on a rollout's first point), so such ranges are set here, around the value.
+    var xs = spec.x.filter(function (v) { return v !== null; });
+    var xlo = Math.min.apply(null, xs), xhi = Math.max.apply(null, xs);
+    var pad = spec.time === false ? 1 : 30;
+    var scales = { x: { time: spec.time !== false, auto: xlo !== xhi, range: xlo === xhi ? [xlo - pad, xhi + pad] : undefined } };
+    var ys = [];
+    spec.series.forEach(function (s) { s.values.forEach(function (v) { if (v !== null) ys.push(v); }); });
+    var ylo = Math.min.apply(null, ys), yhi = Math.max.apply(null, ys);
+    if (ylo === yhi) {
+      var spread = Math.abs(ylo) * 0.5 || 1;
+      scales.y = { auto: false, range: [ylo >= 0 && ylo - spread < 0 ? 0 : ylo - spread, yhi + spread] };
+    }
     var opts = {
-      title: spec.title, width: width, height: spec.height || 220, series: series,
-      scales: { x: { time: spec.time !== false, range: function (u, lo, hi) {
-        return lo === hi ? [lo - (spec.time === false ? 1 : 30), hi + (spec.time === false ? 1 : 30)] : [lo, hi];
-      } } },
+      title: spec.title, width: width, height: spec.height || 220, series: series, scales: scales,
       axes: [spec.labels ? { values: function (u, vals) { return vals.map(function (v) { return spec.labels[v] || ""; }); } } : {},
              { label: spec.ylabel || "", size: 60 }],
       legend: { live: true },
