@@ -131,7 +131,7 @@ async def throughput(url: str, model: str, seconds: float, connections: int = 16
     return done / seconds
 
 
-def setup_tether(tmp: Path, backend: str, cache: bool) -> tuple[subprocess.Popen[bytes], str, str]:
+def setup_tether(tmp: Path, backend: str, cache: bool, evals: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
     env = {
         **os.environ,
         "TETHER_HOME": str(tmp / "home"),
@@ -160,6 +160,10 @@ def setup_tether(tmp: Path, backend: str, cache: bool) -> tuple[subprocess.Popen
     tether = [sys.executable, "-m", "tether.cli"]
     run(*tether, "llm", "register", "assistant", "--spec", "llm.yaml", "--data", "prompts.parquet", "--code", ".")
     run(*tether, "deploy", "assistant", "assistant/1", "--force", "--reason", "bench")
+    # The LLM evaluation loop (sampled interactions graded by the embedded MiniLM grader, in the serving
+    # process) is on by default; the second tether run measures the gateway without it.
+    (project / "monitor.yaml").write_text(f"llm:\n  enabled: {str(evals).lower()}\n")
+    run(*tether, "monitor", "set", "assistant", "--config", "monitor.yaml")
     port = free_port()
     proc = subprocess.Popen(
         [*tether, "serve", "--no-auth", "--port", str(port)],
@@ -240,6 +244,22 @@ async def main_async(args: argparse.Namespace) -> None:
             rps = await throughput(url, model, args.seconds)
             base = base or rps
             print(f"  {name:8} {rps:8.0f} requests/s  ({rps / base:.2f} of direct)")
+        # The same gateway restarted with the evaluation loop off: what grading in the serving process costs.
+        procs[1].terminate()
+        procs[1].wait(30)
+        proc, url, model = setup_tether(tmp, backend, cache=False, evals=False)
+        procs[1] = proc
+        await wait_http(url.rsplit("/", 2)[0] + "/models")
+        quiet = {"direct": paths["direct"], "tether, evals off": (url, model)}
+        await alternate(quiet, 50)
+        lat = await alternate(quiet, args.requests)
+        d, q = lat["direct"], lat["tether, evals off"]
+        rps = await throughput(url, model, args.seconds)
+        print(
+            f"tether with the evaluation loop off: adds {ms(q, 0.5) - ms(d, 0.5):.2f} ms p50, "
+            f"{ms(q, 0.99) - ms(d, 0.99):.2f} ms p99; {rps:.0f} requests/s on 16 connections "
+            f"({rps / base:.2f} of direct)"
+        )
     finally:
         for p in procs:
             p.terminate()
