@@ -140,3 +140,17 @@ def test_a_full_disk_fails_the_appends_in_flight_and_the_log_works_again_when_sp
         assert wal.write_failures == 2
     records, report = scan(path)
     assert [(s, p) for s, p in records] == [(0, b"before"), (1, b"after")] and report.torn_bytes == 0
+
+
+def test_a_kept_log_hands_back_what_is_on_disk_and_nothing_once_an_append_came_without_objects(tmp_path):
+    with WriteAheadLog(tmp_path / "a.wal", first_sequence=5, keep=True) as wal:
+        wal.append_many([b"x", b"y"], ["X", "Y"])
+        wal.append_many([b"z"], ["Z"])
+    assert wal.kept() == (5, [b"x", b"y", b"z"], ["X", "Y", "Z"])
+    with WriteAheadLog(tmp_path / "b.wal", keep=True) as wal:
+        wal.append_many([b"x"], ["X"])
+        wal.append(b"y")  # no object: the file must be read back
+    assert wal.kept() is None
+    with WriteAheadLog(tmp_path / "a.wal", keep=True) as wal:  # reopened over frames on disk: nothing in memory
+        wal.append_many([b"w"], ["W"])
+    assert wal.kept() is None

@@ -136,9 +136,11 @@ class WriteAheadLog:
                 self._pending.append(HEADER.pack(MAGIC, len(p), zlib.crc32(p), self._next) + p)
                 self._next += 1
             last = self._next - 1
+            if self._keep and objects is None:
+                self._keep = False  # an append without its objects: this file will be read back instead
             if self._keep:
                 self._pending_kept[0].extend(payloads)
-                self._pending_kept[1].extend(objects if objects is not None else [None] * len(payloads))
+                self._pending_kept[1].extend(objects)  # type: ignore[arg-type]  # not None here
             self._cond.notify_all()
             while self._durable < last or self._generation != generation:
                 if self._generation != generation:
