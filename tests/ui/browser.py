@@ -64,7 +64,10 @@ def create_keys(home: Path) -> dict[str, str]:
 
     with Registry.open(Settings(home=home, database_url="", blob_url="")) as reg:
         return {
-            role: create_key(reg.store.db, f"{role}-key", role, reg.clock.now())[1]
+            # The dashboard's readers are operators: every tenant's data (scoping: tests/api/test_tenant_reads.py).
+            role: create_key(
+                reg.store.db, f"{role}-key", role, reg.clock.now(), all_tenants=role in ("viewer", "deployer")
+            )[1]
             for role in ("client", "viewer", "deployer", "admin")
         }
 

@@ -4,6 +4,11 @@ The same keys and roles as the data plane (`tether.serving.auth`): ``read`` need
 ``deploy`` (rollouts, deployments) deployer or admin; ``govern`` (gate policies, keys) admin. With
 authentication off (``tether serve --no-auth``, a laptop) every caller acts as the settings' actor, except
 where a change must be held to a person (gate policies, keys): those are refused.
+
+Tenants' data (the ledger, budgets, graded interactions, and the audit trail's prediction, LLM, cache and score
+records) is read within the caller's `Caller.scope`: its own tenant, or every tenant for admin keys and keys made
+with ``--all-tenants``. A route answers a tenant-bound caller as if other tenants' rows did not exist, and refuses
+(403) a filter naming another tenant (`tenant_filter`).
 """
 
 from __future__ import annotations
@@ -29,9 +34,29 @@ class Caller:
     #: ``key`` (a bearer key), ``session`` (the dashboard's signed cookie) or ``open`` (authentication off).
     via: str
     key_id: str | None = None
+    #: The one tenant whose data the caller reads, or None: every tenant's.
+    scope: str | None = None
 
     def may(self, action: str) -> bool:
         return self.via == "open" or self.role in ALLOWED[action]
+
+    def reads(self, tenant: str | None) -> bool:
+        """Whether the caller may read data of ``tenant``."""
+        return self.scope is None or tenant == self.scope
+
+
+def tenant_filter(caller: Caller, asked: str | None) -> str | None:
+    """The tenant a read is narrowed to: the one asked for (None: all) within the caller's scope; asking for
+    another tenant than a tenant-bound caller's own is refused, never silently answered empty."""
+    if caller.scope is None:
+        return asked
+    if asked is not None and asked != caller.scope:
+        raise Refused(
+            403,
+            f"key {caller.name!r} reads tenant {caller.scope!r} only, not {asked!r}",
+            hint="ask an admin for a key of that tenant, or one made with --all-tenants",
+        )
+    return caller.scope
 
 
 def server_of(request: Request) -> Server:
@@ -58,7 +83,7 @@ def check(server: Server, authorization: str | None, action: str, model: str = "
     if isinstance(result, tuple):
         server.gateway.rejected[(model, f"auth_{result[0]}")] += 1
         raise Refused(result[0], result[1], hint="create a key with 'tether keys create NAME --role ROLE'")
-    return Caller(result.name, result.role, "key", result.id)
+    return Caller(result.name, result.role, "key", result.id, result.scope)
 
 
 def need(action: str, *, held: bool = False) -> Any:

@@ -4,6 +4,10 @@ Records are found by model, version (id or prefix), trace id, kind and time rang
 filter is a bound parameter (no SQL crosses HTTP). A trace comes with its inclusion proof against the latest
 signed checkpoint, recomputed from the record's content; checkpoints are listed; verify re-checks the whole log
 and keeps its signed result, which ``GET /v1/audit/verify`` returns.
+
+A tenant-bound key reads its own tenant's prediction, LLM and score records and the platform's records
+(versions, aliases, gates, rollouts, ...), never another tenant's: a trace of another tenant is answered 404, as
+one that does not exist (`tether.api.access`).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from tether.api.access import Caller, Srv, need
+from tether.api.access import Caller, Srv, need, tenant_filter
 from tether.api.pages import Limit, Offset, Page, page
 from tether.api.problems import RESPONSES
 from tether.audit.log import AuditLog
+from tether.audit.record import TENANT_KINDS
 from tether.audit.search import Filters, last_verify, record_verify, search
 from tether.core.errors import NotFoundError
 
@@ -39,18 +44,41 @@ def records(
     kind: Annotated[str | None, Query(description="prediction, llm, version, alias, gate, rollout, ...")] = None,
     since: Annotated[datetime | None, Query(description="At or after (ISO 8601 with a zone).")] = None,
     until: Annotated[datetime | None, Query(description="At or before (ISO 8601 with a zone).")] = None,
+    tenant: Annotated[str | None, Query(description="Records of this tenant only.")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
-    _: Caller = need("read"),
+    caller: Caller = need("read"),
 ) -> Page[dict[str, Any]]:
-    f = Filters(model=model, version=version, trace=trace, kind=kind, since=since, until=until)
+    if tenant is not None:
+        tenant_filter(caller, tenant)  # another tenant's: refused
+    f = Filters(
+        model=model,
+        version=version,
+        trace=trace,
+        kind=kind,
+        since=since,
+        until=until,
+        tenant=tenant,
+        scope=caller.scope,
+    )
     rows, total = search(trail(server), f, limit=limit, offset=offset)
     return page(rows, limit, offset, total=total)
 
 
 @router.get("/trace/{trace_id}", summary="A record with its inclusion proof against the latest checkpoint")
-def trace(server: Srv, trace_id: str, _: Caller = need("read")) -> dict[str, Any]:
-    return trail(server).trace(trace_id)
+def trace(server: Srv, trace_id: str, caller: Caller = need("read")) -> dict[str, Any]:
+    return visible(trail(server).trace(trace_id), caller, trace_id)
+
+
+def visible(found: dict[str, Any], caller: Caller, trace_id: str) -> dict[str, Any]:
+    """``found`` (a trace with its proof) if the caller may read its record, else the 404 of no such record."""
+    rec = found["record"]
+    if rec.get("kind") in TENANT_KINDS and not caller.reads(rec.get("tenant") or None):
+        raise NotFoundError(
+            f"no sealed audit record with trace id {trace_id}",
+            hint="records are sealed every few seconds; 'tether audit seal' seals now",
+        )
+    return found
 
 
 @router.get("/checkpoints", summary="The signed checkpoints, newest first")

@@ -29,6 +29,11 @@ class KeyIn(BaseModel):
         default=None, min_length=1, max_length=200, pattern=NAME, description="Budgets and caches (default: name)."
     )
     expires_in_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    all_tenants: bool = Field(
+        default=False,
+        description="Viewer or deployer keys only: read every tenant's ledger, budgets, graded interactions and "
+        "audit records (admin keys always do; others read their own tenant's).",
+    )
 
 
 class RotateIn(BaseModel):
@@ -45,6 +50,7 @@ class KeyOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     rotated_from: str | None
+    all_tenants: bool
 
 
 class NewKey(BaseModel):
@@ -53,6 +59,7 @@ class NewKey(BaseModel):
     tenant: str
     role: str
     expires_at: datetime | None
+    all_tenants: bool
     #: Shown once: store it now.
     secret: str
 
@@ -67,7 +74,13 @@ def create(server: Srv, body: KeyIn, _: Caller = need("govern", held=True)) -> N
     now = server.clock.now()
     expires = now + timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
     key, secret = create_key(
-        server.registry.store.db, body.name, body.role, now, tenant=body.tenant, expires_at=expires
+        server.registry.store.db,
+        body.name,
+        body.role,
+        now,
+        tenant=body.tenant,
+        expires_at=expires,
+        all_tenants=body.all_tenants,
     )
     server.refresh_keys_soon()
     return _new(key, secret)
@@ -85,7 +98,15 @@ def rotate(server: Srv, key_id: str, body: RotateIn, _: Caller = need("govern", 
 
 
 def _new(key: ApiKey, secret: str) -> NewKey:
-    return NewKey(id=key.id, name=key.name, tenant=key.tenant, role=key.role, expires_at=key.expires_at, secret=secret)
+    return NewKey(
+        id=key.id,
+        name=key.name,
+        tenant=key.tenant,
+        role=key.role,
+        expires_at=key.expires_at,
+        all_tenants=key.all_tenants,
+        secret=secret,
+    )
 
 
 @router.delete("/{key_id}", status_code=204, summary="Revoke a key (effective within seconds)")

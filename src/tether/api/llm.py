@@ -3,6 +3,9 @@
 The token ledger (a summary per tenant, model and cache layer, and a time series), budgets, the gateway's
 cache and calibration counters, and the evaluation loop's view: grader versions, score rows, per-version
 decay, canary against champion and prompt drift with their alarms, and the HTML report.
+
+A tenant-bound key reads its own tenant's ledger rows, budgets and score rows, and prompt drift without other
+tenants' prompts (`tether.api.tenancy`); asking for another tenant's is refused (403).
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from tether.api.access import Caller, Srv, need
+from tether.api.access import Caller, Srv, need, tenant_filter
 from tether.api.pages import Limit, Offset, Page, page
 from tether.api.problems import RESPONSES
+from tether.core import tenancy
 from tether.core.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["llm"], responses=RESPONSES)
@@ -37,12 +41,13 @@ def ledger(
     tenant: str | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
-    _: Caller = need("read"),
+    caller: Caller = need("read"),
 ) -> Page[dict[str, Any]]:
     from tether.llm.ledger import summary
 
     since = server.clock.now() - timedelta(hours=hours)
-    return page(summary(server.registry.store.db, since=since, tenant=tenant), limit, offset)
+    rows = summary(server.registry.store.db, since=since, tenant=tenant_filter(caller, tenant))
+    return page(rows, limit, offset)
 
 
 @router.get("/llm/ledger/series", summary="The ledger per time bucket and cache layer")
@@ -51,18 +56,26 @@ def ledger_series(
     hours: Hours = 6.0,
     bucket_seconds: Annotated[int, Query(ge=1, le=86400)] = 60,
     model: str | None = None,
-    _: Caller = need("read"),
+    tenant: str | None = None,
+    caller: Caller = need("read"),
 ) -> dict[str, Any]:
     from tether.llm.ledger import series
 
     since = server.clock.now() - timedelta(hours=hours)
-    rows = series(server.registry.store.db, since=since, bucket_seconds=bucket_seconds, model=model)
+    rows = series(
+        server.registry.store.db,
+        since=since,
+        bucket_seconds=bucket_seconds,
+        model=model,
+        tenant=tenant_filter(caller, tenant),
+    )
     return {"bucket_seconds": bucket_seconds, "rows": rows}
 
 
 @router.get("/llm/budgets", summary="Every budget with what is used today and this month")
-def budgets(server: Srv, _: Caller = need("read")) -> dict[str, Any]:
+def budgets(server: Srv, caller: Caller = need("read")) -> dict[str, Any]:
     from tether.llm.ledger import Budgets, read_limits, seed_from_ledger
+    from tether.serving.auth import key_tenants
 
     db = server.registry.store.db
     limits = read_limits(db)
@@ -70,7 +83,8 @@ def budgets(server: Srv, _: Caller = need("read")) -> dict[str, Any]:
     used.set_limits(limits)
     now = server.clock.now()
     seed_from_ledger(db, used, now)
-    return {scope: used.usage(scope, now) for scope in sorted(limits)}
+    every = {scope: used.usage(scope, now) for scope in sorted(limits)}
+    return tenancy.budgets(every, caller.scope, key_tenants(db) if caller.scope is not None else {})
 
 
 @router.put("/llm/budgets/{scope}", summary="Set (all limits null: remove) a tenant's or key's budgets")
@@ -83,8 +97,13 @@ def set_budget(server: Srv, scope: str, body: BudgetIn, caller: Caller = need("g
 
 
 @router.get("/llm/stats", summary="The gateway's caches, calibrated thresholds, prefix routing and budgets")
-async def stats(server: Srv, _: Caller = need("read")) -> dict[str, Any]:
-    return server.llm.stats()  # in-memory counters: read on the event loop, where they change
+async def stats(server: Srv, caller: Caller = need("read")) -> dict[str, Any]:
+    body: dict[str, Any] = server.llm.stats()  # in-memory counters: read on the event loop, where they change
+    if caller.scope is not None:  # the caches' counters are the platform's; the budgets are tenants'
+        from tether.serving.auth import key_tenants
+
+        body["budgets"] = tenancy.budgets(body["budgets"], caller.scope, key_tenants(server.registry.store.db))
+    return body
 
 
 @router.get("/llm/graders", summary="The registered grader versions")
@@ -100,10 +119,10 @@ def _deployed(server: Any, name: str) -> None:
 
 
 @router.get("/models/{name}/llm/status", summary="Decay, canary against champion, prompt drift and graded rates")
-def llm_status(server: Srv, name: str, _: Caller = need("read")) -> dict[str, Any]:
+def llm_status(server: Srv, name: str, caller: Caller = need("read")) -> dict[str, Any]:
     _deployed(server, name)
     status = server.llm_evals.watch.evaluate(name)
-    return {**status.to_json(), "grading": server.llm.grading.stats()}
+    return {**tenancy.status(status.to_json(), caller.scope), "grading": server.llm.grading.stats()}
 
 
 @router.get("/models/{name}/llm/scores", summary="Score rows of graded interactions")
@@ -114,8 +133,9 @@ def llm_scores(
     version: str | None = None,
     metric: str | None = None,
     origin: str = "live",
+    tenant: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_SCORE_ROWS)] = 500,
-    _: Caller = need("read"),
+    caller: Caller = need("read"),
 ) -> dict[str, Any]:
     from tether.graders.scores import read
 
@@ -126,17 +146,18 @@ def llm_scores(
         version_id=version,
         metric=metric,
         origin=origin,
+        tenant=tenant_filter(caller, tenant),
         limit=limit,
     )
     return {"scores": [_plain(r) for r in rows], "limit": limit}
 
 
 @router.get("/models/{name}/llm/report", response_class=HTMLResponse, summary="The LLM evaluation report page")
-def llm_report(server: Srv, name: str, _: Caller = need("read")) -> HTMLResponse:
+def llm_report(server: Srv, name: str, caller: Caller = need("read")) -> HTMLResponse:
     from tether.monitor.llm_report import html
 
     _deployed(server, name)
-    return HTMLResponse(html(server.llm_evals.watch, name))
+    return HTMLResponse(html(server.llm_evals.watch, name, scope=caller.scope))
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -38,18 +38,18 @@ def monitor_status(
     server: Srv,
     name: str,
     window: Annotated[float | None, Query(gt=0, le=MAX_SECONDS, description="Look back this many seconds.")] = None,
-    _: Caller = need("read"),
+    caller: Caller = need("read"),
 ) -> dict[str, Any]:
     from tether.monitor.report import status_json
 
-    return status_json(server.watch, name, window)
+    return status_json(server.watch, name, window, scope=caller.scope)
 
 
 @router.get("/models/{name}/monitor/report", response_class=HTMLResponse, summary="The drift report page")
-def monitor_report(server: Srv, name: str, _: Caller = need("read")) -> HTMLResponse:
+def monitor_report(server: Srv, name: str, caller: Caller = need("read")) -> HTMLResponse:
     from tether.monitor.report import html_report
 
-    return HTMLResponse(html_report(server.watch, name))
+    return HTMLResponse(html_report(server.watch, name, scope=caller.scope))
 
 
 @router.get("/models/{name}/anomalies", summary="Recorded anomalies, newest first")
@@ -59,9 +59,10 @@ def anomalies(
     open: Annotated[bool, Query(description="Only those not resolved.")] = False,
     limit: Limit = 50,
     offset: Offset = 0,
-    _: Caller = need("read"),
+    caller: Caller = need("read"),
 ) -> AnomalyPage:
-    found = [a.to_json() for a in server.watch.anomalies(name, open_only=open, limit=MAX_ANOMALIES)]
+    anomalies = server.watch.anomalies(name, open_only=open, limit=MAX_ANOMALIES, scope=caller.scope)
+    found = [a.to_json() for a in anomalies]
     p = page(found, limit, offset)
     return AnomalyPage(**p.model_dump(), model=name, anomalies=p.items)
 

@@ -142,6 +142,7 @@ class Bridge:
                 weights_digest=weights,
                 input_digest=digest_of(payload),
                 payload=payload,
+                tenant=first["tenant"],
             )
 
 

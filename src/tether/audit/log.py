@@ -294,7 +294,8 @@ class AuditLog:
         try:
             files = [str(p) for p in self.verified_segments()]
             if files:
-                con.execute(f"CREATE VIEW records AS SELECT * FROM read_parquet({files!r})")
+                # By name: segments sealed before tenants were kept lack that column (NULL there).
+                con.execute(f"CREATE VIEW records AS SELECT * FROM read_parquet({files!r}, union_by_name=true)")
             else:  # nothing sealed yet: an empty table with the same columns
                 con.register("records", SCHEMA.empty_table())
             try:
@@ -403,7 +404,9 @@ class AuditLog:
 
 def _record_of(row: dict[str, Any]) -> dict[str, Any]:
     """The record as its leaf hashes it, from a Parquet row's own columns."""
-    rec = {f: row[f] for f in FIELDS}
+    rec = {f: row[f] for f in FIELDS if f != "tenant"}
+    if row.get("tenant"):  # hashed only when set (and absent from segments sealed before tenants were kept)
+        rec["tenant"] = row["tenant"]
     rec["at"] = row["at"].astimezone(UTC).isoformat(timespec="microseconds")
     rec["payload"] = orjson.loads(row["payload"])
     return rec

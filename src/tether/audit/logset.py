@@ -127,7 +127,7 @@ class AuditSet(contextlib.AbstractContextManager["AuditSet"]):
             for name, log in self.logs.items():
                 files = [str(p) for p in log.verified_segments()]
                 if files:
-                    parts.append(f"SELECT *, {_quote(name)} AS log FROM read_parquet({files!r})")
+                    parts.append(f"SELECT *, {_quote(name)} AS log FROM read_parquet({files!r}, union_by_name=true)")
             if parts:
                 con.execute("CREATE VIEW records AS " + " UNION ALL BY NAME ".join(parts))
             else:

@@ -26,8 +26,12 @@ FIELDS = (
     "weights_digest",
     "input_digest",
     "output_digest",
+    "tenant",
     "payload",
 )
+#: Tenants' records: a tenant-bound reader sees only its own tenant's (`tether.api.access`). The other kinds are
+#: the platform's (versions, policies, aliases, gates, rollouts, anomalies, cache events) and carry no tenant.
+TENANT_KINDS = ("prediction", "llm", "score")
 SCHEMA = pa.schema(
     [
         ("seq", pa.int64()),
@@ -41,6 +45,7 @@ SCHEMA = pa.schema(
         ("weights_digest", pa.string()),
         ("input_digest", pa.string()),
         ("output_digest", pa.string()),
+        ("tenant", pa.string()),  # "" for platform records; absent from segments sealed before tenants were kept
         ("payload", pa.string()),  # canonical JSON, as the payload policy left it
         ("leaf", pa.binary(32)),
     ]
@@ -60,6 +65,9 @@ class AuditRecord:
     input_digest: str = ""
     output_digest: str = ""
     payload: dict[str, Any] | None = None
+    #: Whose record this is (the calling key's tenant), or "" for the platform's own. In the canonical JSON only
+    #: when set, so records from before tenants were kept hash as they always did.
+    tenant: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -87,7 +95,7 @@ class AuditRecord:
     def _as_dict(self, at: Any) -> dict[str, Any]:
         # Field by field, never through ``self.__dict__``: reading that makes CPython give the record a dict of
         # its own for the rest of its life (a tracked object per record: the collector ran every 700 appends).
-        return {
+        d = {
             "kind": self.kind,
             "trace_id": self.trace_id,
             "at": at,
@@ -100,6 +108,9 @@ class AuditRecord:
             "output_digest": self.output_digest,
             "payload": self.payload,
         }
+        if self.tenant:
+            d["tenant"] = self.tenant
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AuditRecord:
@@ -130,6 +141,8 @@ def segment_table(seqs: list[int], payloads: list[bytes], records: list[AuditRec
                 cols[f] = pa.array([r["at"] for r in decoded]).cast(pa.timestamp("us", tz="UTC"))
             elif f == "payload":
                 cols[f] = [orjson.dumps(r["payload"], option=orjson.OPT_SORT_KEYS).decode() for r in decoded]
+            elif f == "tenant":
+                cols[f] = [r.get("tenant", "") for r in decoded]
             else:
                 cols[f] = [r[f] for r in decoded]
     else:

@@ -16,11 +16,23 @@ from typing import Any
 import orjson
 
 from tether.audit.log import KINDS, AuditLog
+from tether.audit.record import TENANT_KINDS
 from tether.core.errors import IntegrityError, InvalidInputError
 from tether.core.hashing import canonical_json
 from tether.core.signing import verify_signature
 
-COLUMNS = ("seq", "kind", "trace_id", "at", "model", "version_id", "input_digest", "output_digest", "payload")
+COLUMNS = (
+    "seq",
+    "kind",
+    "trace_id",
+    "at",
+    "model",
+    "version_id",
+    "tenant",
+    "input_digest",
+    "output_digest",
+    "payload",
+)
 QUOTED = ", ".join(f'"{c}"' for c in COLUMNS)  # "at" is a DuckDB keyword
 LAST_VERIFY = "last-verify.json"
 
@@ -33,6 +45,10 @@ class Filters:
     kind: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: Records of this tenant only.
+    tenant: str | None = None
+    #: The reader's tenant (None: it reads every tenant's): its own tenant's records and the platform's.
+    scope: str | None = None
 
     def check(self) -> Filters:
         if self.kind is not None and self.kind not in KINDS:
@@ -55,10 +71,18 @@ def search(log: AuditLog, filters: Filters, *, limit: int = 50, offset: int = 0)
         return [], 0
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("model", filters.model), ("kind", filters.kind), ("trace_id", filters.trace)):
+    for column, value in (
+        ("model", filters.model),
+        ("kind", filters.kind),
+        ("trace_id", filters.trace),
+        ("tenant", filters.tenant),
+    ):
         if value is not None:
             where.append(f'"{column}" = ?')
             params.append(value)
+    if filters.scope is not None:
+        where.append(f'("tenant" = ? OR "kind" NOT IN ({", ".join("?" for _ in TENANT_KINDS)}))')
+        params += [filters.scope, *TENANT_KINDS]
     if filters.version is not None:  # an id or an id prefix, as everywhere else
         where.append("starts_with(version_id, ?)")
         params.append(filters.version.lower())
@@ -70,13 +94,20 @@ def search(log: AuditLog, filters: Filters, *, limit: int = 50, offset: int = 0)
         params.append(filters.until)
     cond = f" WHERE {' AND '.join(where)}" if where else ""
     exact = [x.exact(filters) for x in found]
+    # Segments sealed before tenants were kept lack the column: read by name (NULL there), or, when none has
+    # it, give it as NULL so the statement is the same.
+    source = (
+        "read_parquet(?, union_by_name=true)"
+        if any(x.has_tenant for x in found)
+        else "(SELECT *, NULL::VARCHAR AS tenant FROM read_parquet(?))"
+    )
     con = duckdb.connect()
     try:
         if all(n is not None for n in exact):
             total = sum(n or 0 for n in exact)
         else:
             counted = con.execute(
-                f"SELECT count(*) FROM read_parquet(?){cond}", [[str(x.path) for x in found], *params]
+                f"SELECT count(*) FROM {source}{cond}", [[str(x.path) for x in found], *params]
             ).fetchone()
             total = int(counted[0]) if counted else 0
         # The page is the newest matches: read the fewest newest segments that hold offset + limit of them
@@ -92,7 +123,7 @@ def search(log: AuditLog, filters: Filters, *, limit: int = 50, offset: int = 0)
             seqs = [
                 r[0]
                 for r in con.execute(
-                    f'SELECT "seq" FROM read_parquet(?){cond} ORDER BY "seq" DESC LIMIT ? OFFSET ?',
+                    f'SELECT "seq" FROM {source}{cond} ORDER BY "seq" DESC LIMIT ? OFFSET ?',
                     [files, *params, limit, offset],
                 ).fetchall()
             ]
@@ -102,7 +133,7 @@ def search(log: AuditLog, filters: Filters, *, limit: int = 50, offset: int = 0)
         # Only the page's rows are read whole (row groups pruned by seq).
         rows = (
             con.execute(
-                f'SELECT {QUOTED} FROM read_parquet(?) WHERE "seq" BETWEEN ? AND ? AND list_contains(?, "seq") '
+                f'SELECT {QUOTED} FROM {source} WHERE "seq" BETWEEN ? AND ? AND list_contains(?, "seq") '
                 'ORDER BY "seq" DESC',
                 [files, min(seqs), max(seqs), seqs],
             ).fetchall()
@@ -115,6 +146,7 @@ def search(log: AuditLog, filters: Filters, *, limit: int = 50, offset: int = 0)
     for r in rows:
         rec = dict(zip(COLUMNS, r, strict=True))
         rec["at"] = rec["at"].isoformat()
+        rec["tenant"] = rec["tenant"] or ""
         rec["payload"] = orjson.loads(rec["payload"]) if rec["payload"] else None
         out.append(rec)
     return out, total

@@ -1,7 +1,7 @@
 """What each sealed segment holds, summarised once, so a search reads only the segments that can match.
 
 A server seals every 2 s: a month is hundreds of thousands of small segments, and a query that opens every
-footer costs more than the rows it returns. Each summary (rows per model and kind, the time and trace id ranges,
+footer costs more than the rows it returns. Each summary (rows per model, kind and tenant, the time and trace id ranges,
 the version ids when few) is computed from the segment's bytes the first time it is needed and kept per file
 stat (inode, size, mtime, ctime: any write moves the kernel's ctime), and it only ever narrows which verified
 segments are read; the rows themselves always come from the verified files.
@@ -31,18 +31,21 @@ class Summary:
     rows: int
     first_seq: int
     last_seq: int
-    #: (model, kind) -> rows
-    counts: dict[tuple[str, str], int]
+    #: (model, kind, tenant) -> rows ("" for no tenant: the platform's records, and every record of a segment
+    #: sealed before tenants were kept, which has no tenant column: `has_tenant`)
+    counts: dict[tuple[str, str, str], int]
     first_at: Any
     last_at: Any
     min_trace: str
     max_trace: str
     versions: frozenset[str] | None
+    has_tenant: bool = True
+
+    def _counted(self, f: Filters) -> int:
+        return sum(n for key, n in self.counts.items() if _holds(key, f))
 
     def may_match(self, f: Filters) -> bool:
-        if f.model is not None and not any(m == f.model for m, _ in self.counts):
-            return False
-        if f.kind is not None and not any(k == f.kind for _, k in self.counts):
+        if not any(_holds(key, f) for key in self.counts):
             return False
         if f.trace is not None and not (self.min_trace <= f.trace <= self.max_trace):
             return False
@@ -62,7 +65,20 @@ class Summary:
             self.versions is None or not all(v.startswith(f.version.lower()) for v in self.versions)
         ):
             return None  # only when every row's version matches is the count known without reading
-        return sum(n for (m, k), n in self.counts.items() if f.model in (None, m) and f.kind in (None, k))
+        return self._counted(f)
+
+
+def _holds(key: tuple[str, str, str], f: Filters) -> bool:
+    """Whether rows of this (model, kind, tenant) pass the filters on those three columns and the reader's scope."""
+    from tether.audit.record import TENANT_KINDS
+
+    m, k, t = key
+    return (
+        f.model in (None, m)
+        and f.kind in (None, k)
+        and f.tenant in (None, t)
+        and (f.scope is None or t == f.scope or k not in TENANT_KINDS)
+    )
 
 
 class Summaries:
@@ -86,8 +102,13 @@ class Summaries:
 
 
 def _summarise(path: Path) -> Summary:
-    t = pq.read_table(path, columns=["seq", "kind", "model", "at", "trace_id", "version_id"])
-    counts = Counter(zip(t.column("model").to_pylist(), t.column("kind").to_pylist(), strict=True))
+    has_tenant = "tenant" in pq.read_schema(path).names
+    columns = ["seq", "kind", "model", "at", "trace_id", "version_id"] + (["tenant"] if has_tenant else [])
+    t = pq.read_table(path, columns=columns)
+    tenants = t.column("tenant").to_pylist() if has_tenant else [""] * t.num_rows
+    counts = Counter(
+        zip(t.column("model").to_pylist(), t.column("kind").to_pylist(), [x or "" for x in tenants], strict=True)
+    )
     versions = pc.unique(t.column("version_id")).to_pylist()
     seq = t.column("seq")
     at = t.column("at")
@@ -103,4 +124,5 @@ def _summarise(path: Path) -> Summary:
         min_trace=str(pc.min(trace).as_py() or ""),
         max_trace=str(pc.max(trace).as_py() or ""),
         versions=frozenset(versions) if len(versions) <= MAX_VERSIONS else None,
+        has_tenant=has_tenant,
     )

@@ -17,7 +17,7 @@ def serve_dashboard(settings: Settings, *, port: int = 8080) -> None:
     with Registry.open(settings) as reg:
         now = reg.clock.now()
         _, admin = create_key(reg.store.db, "demo-admin", "admin", now)
-        _, viewer = create_key(reg.store.db, "demo-viewer", "viewer", now)
+        _, viewer = create_key(reg.store.db, "demo-viewer", "viewer", now, all_tenants=True)
     server = Server(settings, port=port, auth=True, tick_seconds=1.0)
 
     async def run() -> None:

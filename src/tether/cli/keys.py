@@ -22,19 +22,32 @@ def keys_create(
         str | None, typer.Option(help="What its LLM budgets, caches and ledger rows are kept under (default: NAME).")
     ] = None,
     expires_in: Annotated[str | None, typer.Option(help="It stops working after this long: 90d, 12h, 30m.")] = None,
+    all_tenants: Annotated[
+        bool,
+        typer.Option(
+            "--all-tenants",
+            help="A viewer or deployer key that reads every tenant's ledger, budgets, graded interactions and "
+            "audit records (admin keys always do; others read their own tenant's).",
+        ),
+    ] = False,
 ) -> None:
     """Create an API key; it is shown once.
 
     Example: tether keys create checkout-service --role client --tenant shop --expires-in 90d
+
+    Example: tether keys create ops-dashboard --role viewer --all-tenants
     """
     from tether.serving.auth import create_key, parse_duration
 
     with registry() as reg:
         now = reg.clock.now()
         expires = now + parse_duration(expires_in) if expires_in else None
-        key, secret = create_key(reg.store.db, name, role, now, tenant=tenant, expires_at=expires)
+        key, secret = create_key(
+            reg.store.db, name, role, now, tenant=tenant, expires_at=expires, all_tenants=all_tenants
+        )
     until = f", expires {key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at else ""
-    console.print(f"key {key.id} ({key.role}) for {key.name}, tenant {key.tenant}{until}: {secret}")
+    reads = "every tenant" if key.all_tenants else f"tenant {key.tenant}"
+    console.print(f"key {key.id} ({key.role}) for {key.name}, tenant {key.tenant}, reads {reads}{until}: {secret}")
     console.print("[dim]store it now: only its hash is kept[/dim]")
 
 
@@ -44,7 +57,7 @@ def keys_rotate(
     grace: Annotated[str, typer.Option(help="How long the old key keeps working: 1h, 7d, 0s.")] = "1h",
     expires_in: Annotated[str | None, typer.Option(help="When the new key stops working: 90d, 12h.")] = None,
 ) -> None:
-    """Replace a key: a new one for the same holder, tenant and role; the old one expires after the grace.
+    """Replace a key: a new one for the same holder, tenant, role and reach; the old one expires after the grace.
 
     Example: tether keys rotate 3f2a9c41d0e5 --grace 24h --expires-in 90d
     """
@@ -69,7 +82,7 @@ def keys_list() -> None:
     with registry() as reg:
         rows = list_keys(reg.store.db)
     t = Table(box=box.SIMPLE_HEAD)
-    for col in ("id", "name", "tenant", "role", "state", "replaces"):
+    for col in ("id", "name", "tenant", "role", "reads", "state", "replaces"):
         # Ids are copied into other commands: never cut short with an ellipsis, however narrow the terminal.
         t.add_column(col, no_wrap=col in ("id", "replaces", "role", "state"), overflow="fold", min_width=6)
     for r in rows:
@@ -84,6 +97,7 @@ def keys_list() -> None:
             str(r["name"]),
             str(r["tenant"]),
             str(r["role"]),
+            "all tenants" if r["all_tenants"] else "own tenant",
             state,
             str(r["rotated_from"] or ""),
         )

@@ -89,6 +89,7 @@ def read(
     origin: str | None = "live",
     grader_id: str | None = None,
     trace_id: str | None = None,
+    tenant: str | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     c = grader_scores.c
@@ -107,6 +108,8 @@ def read(
         q = q.where(c.origin == origin) if not origin.endswith("*") else q.where(c.origin.startswith(origin[:-1]))
     if grader_id is not None:
         q = q.where(c.grader_id == grader_id)
+    if tenant is not None:
+        q = q.where(c.tenant == tenant)
     if limit is not None:
         q = q.limit(limit)
     with db.connect() as conn:

@@ -271,7 +271,12 @@ def summary(db: Database, *, since: datetime, tenant: str | None = None) -> list
 
 
 def series(
-    db: Database, *, since: datetime, bucket_seconds: int = 60, model: str | None = None
+    db: Database,
+    *,
+    since: datetime,
+    bucket_seconds: int = 60,
+    model: str | None = None,
+    tenant: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per time bucket and cache layer: requests, tokens, cost, saved tokens and cost, trimmed tokens (what the
     dashboard charts). Bucketed here rather than in SQL: the same on SQLite and PostgreSQL."""
@@ -283,6 +288,8 @@ def series(
     ).where(c.at >= since)
     if model is not None:
         q = q.where(c.model_name == model)
+    if tenant is not None:
+        q = q.where(c.tenant == tenant)
     out: dict[tuple[int, str], dict[str, Any]] = {}
     with db.connect() as conn:
         for r in conn.execute(q):

@@ -121,6 +121,7 @@ class Recorder:
             input_digest=sink.digest(request),
             output_digest=sink.digest(output),
             payload=sink.payload(payload),
+            tenant=call.tenant,
         )
         await sink.record(rec)
 

@@ -11,6 +11,7 @@ import html as h
 from datetime import datetime, timedelta
 from typing import Any
 
+from tether.core import tenancy
 from tether.graders.scores import read
 from tether.monitor.llm_watch import LLMWatch
 
@@ -67,7 +68,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def html(watch: LLMWatch, model: str, *, hours: float = 24.0) -> str:
+def html(watch: LLMWatch, model: str, *, hours: float = 24.0, scope: str | None = None) -> str:
+    """The report; ``scope``: a reader bound to that tenant (no other tenant's prompts, `tether.core.tenancy`)."""
     status = watch.evaluate(model)
     cfg = watch.config(model)
     since = status.at - timedelta(hours=hours)
@@ -116,7 +118,7 @@ def html(watch: LLMWatch, model: str, *, hours: float = 24.0) -> str:
                 ["metric", "baseline", "live", "baseline_n", "live_n", "lower", "upper", "decision"],
             )
         )
-    pd = status.prompt_drift
+    pd = tenancy.prompt_drift(status.prompt_drift, scope)
     parts.append(f"<h2>Prompt drift: {h.escape(str(pd.get('decision')))}</h2>")
     parts.append(
         _table(
@@ -138,7 +140,9 @@ def html(watch: LLMWatch, model: str, *, hours: float = 24.0) -> str:
             _table(_anchor_rows(watch, model), ["grader", "metric", "pairs", "mean_difference", "p_value", "decision"])
         )
     parts.append("<h2>Anomalies</h2>")
-    found = [a for a in watch.watch.anomalies(model) if a.feature.startswith(("llm:", "judge:", "prompts"))]
+    found = [
+        a for a in watch.watch.anomalies(model, scope=scope) if a.feature.startswith(("llm:", "judge:", "prompts"))
+    ]
     parts.append(
         _table(
             [{**a.to_json(), "describe": a.describe()} for a in found],

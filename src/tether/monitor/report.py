@@ -85,7 +85,7 @@ def _config(watch: Watch, model: str, window: float | None) -> Any:
     return config
 
 
-def status_json(watch: Watch, model: str, window: float | None = None) -> dict[str, Any]:
+def status_json(watch: Watch, model: str, window: float | None = None, *, scope: str | None = None) -> dict[str, Any]:
     """The watch's view now; ``window`` (seconds) looks further back than the configured window."""
     config = _config(watch, model, window)
     versions = watch.evaluate(model, config=config)
@@ -93,7 +93,7 @@ def status_json(watch: Watch, model: str, window: float | None = None) -> dict[s
         "model": model,
         "config": config.model_dump(mode="json"),
         "versions": [version_json(vs, watch) for vs in versions],
-        "open_anomalies": [a.to_json() for a in watch.anomalies(model, open_only=True)],
+        "open_anomalies": [a.to_json() for a in watch.anomalies(model, open_only=True, scope=scope)],
     }
 
 
@@ -153,10 +153,10 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
 
-def html_report(watch: Watch, model: str, window: float | None = None) -> str:
+def html_report(watch: Watch, model: str, window: float | None = None, *, scope: str | None = None) -> str:
     config = _config(watch, model, window)
     versions = watch.evaluate(model, config=config)
-    open_ = watch.anomalies(model, open_only=True)
+    open_ = watch.anomalies(model, open_only=True, scope=scope)
     out = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>tether drift report: {html.escape(model)}</title>",

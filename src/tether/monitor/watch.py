@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, or_, select
 
 from tether.core import InvalidInputError, NotFoundError
 from tether.core.clock import Clock, SystemClock
@@ -416,14 +416,21 @@ class Watch:
             aid = conn.execute(insert(anomalies).values(**row)).inserted_primary_key[0]  # type: ignore[index]
         return self._anomaly({**row, "id": aid}, None)
 
-    def anomalies(self, model: str, *, open_only: bool = False, limit: int = 200) -> list[Anomaly]:
+    def anomalies(
+        self, model: str, *, open_only: bool = False, limit: int = 200, scope: str | None = None
+    ) -> list[Anomaly]:
+        """The newest anomalies; ``scope``: as a reader bound to that tenant sees them (not another tenant's
+        prompt-drift stream: `tether.core.tenancy`)."""
+        c = anomalies.c
         q = (
             select(anomalies, anomaly_resolutions.c.at.label("resolved_at"))
-            .outerjoin(anomaly_resolutions, anomaly_resolutions.c.anomaly_id == anomalies.c.id)
-            .where(anomalies.c.model_name == model)
-            .order_by(anomalies.c.id.desc())
+            .outerjoin(anomaly_resolutions, anomaly_resolutions.c.anomaly_id == c.id)
+            .where(c.model_name == model)
+            .order_by(c.id.desc())
             .limit(limit)
         )
+        if scope is not None:
+            q = q.where(or_(c.feature != "prompts", ~c.segment.startswith("tenant="), c.segment == f"tenant={scope}"))
         if open_only:
             q = q.where(anomaly_resolutions.c.anomaly_id.is_(None))
         with self.db.connect() as conn:

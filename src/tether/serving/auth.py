@@ -7,8 +7,13 @@ A key's *name* says who holds it; its *tenant* (its name unless given) is what i
 ledger rows are partitioned by, so several keys of one team share one budget and one team's keys can be
 rotated without touching its history. A key may expire (``expires_at``): from then on it is refused with a
 401 that says so, checked on every request against the server's clock, not only when the key ring refreshes.
-Rotation creates a new key with the same name, tenant and role and lets the old one live on for a grace
+Rotation creates a new key with the same name, tenant, role and reach and lets the old one live on for a grace
 period (so clients can switch over), after which it expires.
+
+What a key may *read* of tenants' data (the ledger, budgets, graded interactions, and the prediction, LLM, cache
+and score records of the audit trail) is its own tenant's, unless it reaches ``all_tenants``: admin keys always,
+viewer and deployer keys when created so (an operator's dashboard). Models, versions, rollouts, gate reports,
+drift and the trail's platform records are not any tenant's and every reader sees them (`scope`).
 """
 
 from __future__ import annotations
@@ -42,10 +47,19 @@ class ApiKey:
     role: str
     tenant: str = ""
     expires_at: datetime | None = None
+    #: Reads every tenant's data, not only its own (always so for admin keys).
+    all_tenants: bool = False
 
     def __post_init__(self) -> None:
         if not self.tenant:
             object.__setattr__(self, "tenant", self.name)
+        if self.role == "admin":
+            object.__setattr__(self, "all_tenants", True)
+
+    @property
+    def scope(self) -> str | None:
+        """The one tenant whose data this key reads, or None for every tenant's."""
+        return None if self.all_tenants else self.tenant
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -72,10 +86,17 @@ def create_key(
     tenant: str | None = None,
     expires_at: datetime | None = None,
     rotated_from: str | None = None,
+    all_tenants: bool = False,
 ) -> tuple[ApiKey, str]:
     """A new key: returns the record and the secret, which is not stored and cannot be shown again."""
     if role not in ROLES:
         raise InvalidInputError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
+    if all_tenants and role == "client":
+        raise InvalidInputError(
+            "a client key calls as one tenant and reads nothing: --all-tenants is for viewer and deployer keys",
+            hint="drop --all-tenants, or give the key the viewer or deployer role",
+        )
+    all_tenants = all_tenants or role == "admin"
     if expires_at is not None and expires_at <= at:
         raise InvalidInputError(
             f"the key would expire at {expires_at:%Y-%m-%d %H:%M:%S}Z, which is not in the future",
@@ -94,9 +115,10 @@ def create_key(
                 tenant=tenant or name,
                 expires_at=expires_at,
                 rotated_from=rotated_from,
+                all_tenants=all_tenants,
             )
         )
-    return ApiKey(key_id, name, role, tenant or name, expires_at), secret
+    return ApiKey(key_id, name, role, tenant or name, expires_at, all_tenants), secret
 
 
 def rotate_key(
@@ -135,6 +157,7 @@ def rotate_key(
         tenant=row["tenant"] or row["name"],
         expires_at=expires_at,
         rotated_from=key_id,
+        all_tenants=bool(row["all_tenants"]),
     )
 
 
@@ -148,9 +171,18 @@ def list_keys(db: Database) -> list[dict[str, object]]:
     c = api_keys.c
     with db.connect() as conn:
         rows = conn.execute(
-            select(c.id, c.name, c.tenant, c.role, c.created_at, c.expires_at, c.revoked_at, c.rotated_from)
+            select(
+                c.id, c.name, c.tenant, c.role, c.created_at, c.expires_at, c.revoked_at, c.rotated_from, c.all_tenants
+            )
         ).mappings()
-        return [{**r, "tenant": r["tenant"] or r["name"]} for r in rows]
+        return [{**r, "tenant": r["tenant"] or r["name"], "all_tenants": bool(r["all_tenants"])} for r in rows]
+
+
+def key_tenants(db: Database) -> dict[str, str]:
+    """Every key's id and tenant, revoked and expired ones included (budgets and ledger rows outlive keys)."""
+    c = api_keys.c
+    with db.connect() as conn:
+        return {r.id: r.tenant or r.name for r in conn.execute(select(c.id, c.tenant, c.name))}
 
 
 class KeyRing:
@@ -166,7 +198,9 @@ class KeyRing:
         with self.db.connect() as conn:
             rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).mappings()
             by_hash = {
-                r["key_hash"]: ApiKey(r["id"], r["name"], r["role"], r["tenant"] or r["name"], r["expires_at"])
+                r["key_hash"]: ApiKey(
+                    r["id"], r["name"], r["role"], r["tenant"] or r["name"], r["expires_at"], bool(r["all_tenants"])
+                )
                 for r in rows
             }
         self._by_hash, self._by_id = by_hash, {k.id: k for k in by_hash.values()}

@@ -214,8 +214,10 @@ class Gateway:
         started = time.perf_counter()
         model = request.match_info["name"]
         trace = self.ids.new()
-        if (denied := self._deny(request, "predict")) is not None:
-            return denied
+        caller = self.authenticate(request, "predict")
+        if isinstance(caller, tuple):
+            return _error(*caller)
+        tenant = caller.tenant if caller is not None else ""  # whose record it is on the trail
         table = self.tables.get(model)
         if table is None:
             self.rejected[(model, "unknown_model")] += 1
@@ -297,7 +299,9 @@ class Gateway:
         if error is not None:
             if self.audit is not None:
                 try:  # the failure and its detail go on the trail; the answer does not wait on a broken log
-                    await self._audit(trace, model, route.version_id, now, records, None, error=str(result))
+                    await self._audit(
+                        trace, model, route.version_id, now, records, None, error=str(result), tenant=tenant
+                    )
                 except Exception:
                     log.exception("audit of a failed prediction (trace %s)", trace)
             message = (
@@ -309,7 +313,7 @@ class Gateway:
             return _error(status, message, trace, version=route.version_id)
         if self.audit is not None:
             try:
-                await self._audit(trace, model, route.version_id, now, records, result)
+                await self._audit(trace, model, route.version_id, now, records, result, tenant=tenant)
             except Exception as e:  # not on disk: the answer is not given either
                 self.rejected[(model, "audit_unavailable")] += 1
                 return _error(503, f"the audit log could not record this prediction: {e}", trace)
@@ -396,6 +400,7 @@ class Gateway:
         result: bytes | None,
         *,
         error: str | None = None,
+        tenant: str = "",
     ) -> int:
         assert self.audit is not None
         triad = self._triads.get(version_id)
@@ -418,6 +423,7 @@ class Gateway:
             input_digest=self.audit.digest(records),
             output_digest=self.audit.digest(outputs),
             payload=self.audit.payload(body),
+            tenant=tenant,
         )
         return await self.audit.record(rec)
 

@@ -222,6 +222,8 @@ api_keys = Table(
     Column("tenant", String(200)),  # what its budgets, caches and ledger rows are partitioned by (null: its name)
     Column("expires_at", UTCDateTime),
     Column("rotated_from", String(16)),  # the key this one replaced
+    # Reads every tenant's ledger, budgets, graded interactions and audit records (admin keys always).
+    Column("all_tenants", Boolean, nullable=False, server_default=false()),
 )
 
 endpoints = Table(

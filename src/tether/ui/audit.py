@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from tether.api.audit import trail
+from tether.api.audit import trail, visible
 from tether.api.pages import Limit, Offset, page
 from tether.audit.log import KINDS
 from tether.audit.search import Filters, last_verify, record_verify, search
@@ -51,7 +51,14 @@ def audit_page(
                     f"{key} is not a time: {raw!r}", hint="e.g. 2026-12-03T10:00:00+00:00"
                 ) from None
             times[key] = t if t.tzinfo else t.astimezone()
-    f = Filters(model=_blank(model), version=_blank(version), trace=_blank(trace), kind=_blank(kind), **times)
+    f = Filters(
+        model=_blank(model),
+        version=_blank(version),
+        trace=_blank(trace),
+        kind=_blank(kind),
+        scope=caller.scope,  # a tenant-bound reader: its tenant's records and the platform's
+        **times,
+    )
     rows, total = search(log, f, limit=limit, offset=offset)
     form = {
         "trace": trace or "",
@@ -79,7 +86,7 @@ def audit_page(
 
 @router.get("/audit/trace/{trace_id}", response_class=HTMLResponse)
 def trace_page(request: Request, caller: Viewer, trace_id: str) -> HTMLResponse:
-    found = trail(request.app.state.server).trace(trace_id)
+    found = visible(trail(request.app.state.server).trace(trace_id), caller, trace_id)
     proof = {
         "index": found["record"]["seq"],
         "size": found["checkpoint"]["tree_size"],

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from tether.core import tenancy
 from tether.ui.app import Viewer, render
 from tether.ui.charts import aligned, chart, line
 
@@ -58,14 +59,15 @@ def llm_page(request: Request, caller: Viewer, name: str) -> HTMLResponse:
     server = request.app.state.server
     db = server.registry.store.db
     now = server.clock.now()
-    rows = series(db, since=now - timedelta(hours=6), bucket_seconds=60, model=name)
+    scope = caller.scope  # a tenant-bound reader: its tenant's rows, no other tenant's prompts
+    rows = series(db, since=now - timedelta(hours=6), bucket_seconds=60, model=name, tenant=scope)
     deployed = name in server.gateway.tables
     llm = name in server.llm.llm_models
-    status = server.llm_evals.watch.evaluate(name).to_json() if deployed and llm else None
+    status = tenancy.status(server.llm_evals.watch.evaluate(name).to_json(), scope) if deployed and llm else None
     stats = server.llm.stats()
     calibration = {k: v for k, v in stats["calibration"].items() if k.startswith(name + "/")}
-    scores = read(db, name, since=now - timedelta(hours=6), limit=5000)
-    alarms = [a for a in server.watch.anomalies(name, limit=200) if a.test in LLM_TESTS]
+    scores = read(db, name, since=now - timedelta(hours=6), tenant=scope, limit=5000)
+    alarms = [a for a in server.watch.anomalies(name, limit=200, scope=scope) if a.test in LLM_TESTS]
     totals: dict[str, dict[str, float]] = {}
     for r in rows:
         t = totals.setdefault(

@@ -90,7 +90,7 @@ def drift_page(request: Request, caller: Viewer, name: str) -> HTMLResponse:
         config=config,
         versions=shown,
         statistics=[(k, statistic(k, tests)) for k, tests in sorted(history.items())],
-        anomalies=watch.anomalies(name, limit=100),
+        anomalies=watch.anomalies(name, limit=100, scope=caller.scope),
         actions=actions,
         table=server.gateway.tables.get(name),
     )

@@ -60,7 +60,7 @@ class Sessions:
         key = keys.active(str(data.get("k"))) if keys is not None and data else None
         if key is None:
             raise SignIn()
-        return Caller(key.name, key.role, "session", key.id)
+        return Caller(key.name, key.role, "session", key.id, key.scope)
 
     def csrf(self, request: Request) -> str:
         """The token forms must send back (bound to this session)."""
