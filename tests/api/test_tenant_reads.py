@@ -86,6 +86,8 @@ def test_a_tenant_bound_key_reads_only_its_tenant(settings):
         )
         log.seal()
 
+    everything = ["llm-a", "llm-b", "pred-b", "pred-old", "rollout-1"]
+
     async def main():
         server = Server(settings, port=0, auth=True, tick_seconds=3600, clock=clock)
         await server.start()
@@ -113,12 +115,20 @@ def test_a_tenant_bound_key_reads_only_its_tenant(settings):
                     o["trace_b"] = (await get("/v1/audit/trace/llm-b", key))[0]
                     o["ledger_b"] = await get("/v1/llm/ledger?tenant=b", key)
                     o["records_b"] = await get("/v1/audit/records?tenant=b", key)
+                # The dashboard's audit pages, signed in with the key, read within the same reach.
+                for who, key in readers.items():
+                    jar = aiohttp.CookieJar(unsafe=True)  # 127.0.0.1 is an IP: keep its cookies
+                    async with aiohttp.ClientSession(cookie_jar=jar) as ui:
+                        async with ui.post(server.url + "/login", data={"key": key, "next": "/audit"}) as r:
+                            page = await r.text()
+                        async with ui.get(server.url + "/audit/trace/llm-b") as r:
+                            out[who]["ui_trace_b"] = r.status
+                    out[who]["ui_audit"] = sorted(t for t in everything if f">{t}<" in page or f"/{t}\"" in page)
         finally:
             await server.stop()
         return out, ka, kb
 
     out, ka, kb = asyncio.run(main())
-    everything = ["llm-a", "llm-b", "pred-b", "pred-old", "rollout-1"]
     every_budget = sorted(["tenant:a", "tenant:b", f"key:{ka.id}", f"key:{kb.id}"])
     for who in ("viewer-all", "admin"):
         o = out[who]
@@ -133,7 +143,10 @@ def test_a_tenant_bound_key_reads_only_its_tenant(settings):
         assert o["budgets"] == o["stats_budgets"] == sorted([f"tenant:{own}", f"key:{key.id}"]), (who, o)
         mine = [*sorted(t for t in everything if t.endswith(f"-{own}")), "rollout-1"]
         assert o["records"] == sorted(mine) and o["total"] == len(mine), (who, o)
+        assert o["ui_audit"] == sorted(mine), (who, o)
     assert out["viewer-a"]["trace_b"] == 404 and out["deployer-b"]["trace_b"] == 200
+    assert out["viewer-a"]["ui_trace_b"] == 404 and out["deployer-b"]["ui_trace_b"] == 200
+    assert out["admin"]["ui_audit"] == everything and out["viewer-all"]["ui_trace_b"] == 200
     status, body = out["viewer-a"]["ledger_b"]
     assert status == 403 and "reads tenant 'a' only" in str(body), body
     assert out["viewer-a"]["records_b"][0] == 403 and out["deployer-b"]["records_b"][0] == 200
