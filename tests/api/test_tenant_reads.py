@@ -123,7 +123,7 @@ def test_a_tenant_bound_key_reads_only_its_tenant(settings):
                             page = await r.text()
                         async with ui.get(server.url + "/audit/trace/llm-b") as r:
                             out[who]["ui_trace_b"] = r.status
-                    out[who]["ui_audit"] = sorted(t for t in everything if f">{t}<" in page or f"/{t}\"" in page)
+                    out[who]["ui_audit"] = sorted(t for t in everything if f">{t}<" in page or f'/{t}"' in page)
         finally:
             await server.stop()
         return out, ka, kb
