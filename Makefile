@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-dev
 # The soak too: its p99 drift is a measure of tether, not of the test beside it.
 SERIAL := tests/serving/test_e2e_evidence.py tests/cli/test_demo.py tests/ui/test_dashboard.py tests/soak/test_soak.py
 
-.PHONY: demo test soak lint typecheck bench bench-drift bench-llm bench-evals clean
+.PHONY: demo test soak lint typecheck advisories bench bench-drift bench-llm bench-evals clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,9 @@ demo: $(STAMP)
 	$(BIN)/tether demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench examples tools
 	$(BIN)/mypy
+	$(BIN)/python tools/advisories.py --floors pyproject.toml
 	$(BIN)/pytest -n 2 --dist loadfile $(addprefix --ignore=,$(SERIAL)) $(PYTEST_ARGS)
 	$(BIN)/pytest $(SERIAL) $(PYTEST_ARGS)
 
@@ -33,8 +34,12 @@ soak: $(STAMP)
 	TETHER_SOAK_SECONDS=$${TETHER_SOAK_SECONDS:-600} $(BIN)/pytest -s tests/soak
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples tools
+	$(BIN)/ruff format --check src tests bench examples tools
+
+# Known vulnerabilities in the installed set and in pyproject's floors, from OSV records on disk (make test runs it).
+advisories: $(STAMP)
+	$(BIN)/python tools/advisories.py --floors pyproject.toml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
