@@ -8,25 +8,18 @@ the rows are inserted in one transaction.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import shutil
-import tempfile
-import weakref
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-from sqlalchemy import Connection, RowMapping, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from tether.core.clock import Clock, SystemClock
 from tether.core.errors import (
     ConflictError,
-    IntegrityError,
     InvalidInputError,
     NotFoundError,
 )
@@ -34,27 +27,24 @@ from tether.core.hashing import Manifest, canonical_json, hash_tree
 from tether.core.progress import NoProgress, ProgressReporter
 from tether.core.settings import Settings
 from tether.core.signing import SigningKey
-from tether.core.types import Digest, VersionId, short
+from tether.core.types import VersionId, short
 from tether.registry import aliases as alias_ops
 from tether.registry import code as code_mod
 from tether.registry import data as data_mod
-from tether.registry import integrity
 from tether.registry import policy as policy_ops
 from tether.registry import schema as schema_mod
-from tether.registry.code import CodeRef
 from tether.registry.data import DataSnapshot
+from tether.registry.files import VersionFiles
 from tether.registry.flavors import LoadedModel, get_flavor
+from tether.registry.lookup import from_row
 from tether.registry.version import ModelVersion, check_name, version_id
-from tether.registry.weights import WeightsArtifact
 from tether.store import Store
 from tether.store.tables import code_refs, data_snapshots, model_versions, weights_artifacts
 
 SMOKE_ROWS = 64
-_T = TypeVar("_T")
-_HEX = frozenset("0123456789abcdef")
 
 
-class Registry:
+class Registry(VersionFiles):
     """The triad registry over a `Store`."""
 
     def __init__(self, store: Store, *, clock: Clock | None = None, progress: ProgressReporter | None = None) -> None:
@@ -335,201 +325,6 @@ class Registry:
             hint="pass a path to Parquet/CSV files, a pandas DataFrame or a pyarrow Table",
         )
 
-    @contextlib.contextmanager
-    def _scratch(self) -> Iterator[Path]:
-        self.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-        d = Path(tempfile.mkdtemp(prefix="scratch-", dir=self.settings.tmp_dir))
-        try:
-            yield d
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-
-    # ------------------------------------------------------------------------------------------------
-    # lookup
-    # ------------------------------------------------------------------------------------------------
-    def _exists(self, vid: str, conn: Connection | None = None) -> bool:
-        q = select(model_versions.c.id).where(model_versions.c.id == vid)
-        if conn is not None:
-            return conn.execute(q).first() is not None
-        with self.store.db.connect() as c:
-            return c.execute(q).first() is not None
-
-    def resolve(self, ref: str) -> VersionId:
-        """A version id from ``NAME@ALIAS``, ``NAME@latest``, ``NAME/NUMBER`` or an id prefix (6+ hex)."""
-        ref = ref.strip()
-        with self.store.db.connect() as conn:
-            if "@" in ref:
-                name, alias = ref.split("@", 1)
-                if alias == "latest":
-                    row = conn.execute(
-                        select(model_versions.c.id)
-                        .where(model_versions.c.name == name)
-                        .order_by(model_versions.c.number.desc())
-                        .limit(1)
-                    ).first()
-                    if row is None:
-                        raise self._unknown_model(conn, name)
-                    return VersionId(row[0])
-                vid = alias_ops.current(conn, name, alias)
-                if vid is None:
-                    raise NotFoundError(
-                        f"model {name!r} has no alias {alias!r}",
-                        hint=f"see 'tether alias history {name}', or set it with 'tether alias set'",
-                    )
-                return vid
-            if "/" in ref:
-                name, num = ref.rsplit("/", 1)
-                if not num.isdigit():
-                    raise InvalidInputError(f"bad version reference {ref!r}", hint="use NAME/NUMBER, e.g. fraud/3")
-                row = conn.execute(
-                    select(model_versions.c.id).where(
-                        model_versions.c.name == name, model_versions.c.number == int(num)
-                    )
-                ).first()
-                if row is None:
-                    raise NotFoundError(f"no version {ref}", hint=f"list versions with 'tether versions {name}'")
-                return VersionId(row[0])
-            low = ref.lower()
-            if len(low) >= 6 and set(low) <= _HEX:
-                rows = conn.execute(
-                    select(model_versions.c.id).where(model_versions.c.id.like(low + "%")).limit(5)
-                ).all()
-                if len(rows) == 1:
-                    return VersionId(rows[0][0])
-                if len(rows) > 1:
-                    raise ConflictError(
-                        f"version id prefix {ref!r} is ambiguous ({', '.join(short(r[0]) for r in rows)})",
-                        hint="give more characters of the id",
-                    )
-        raise NotFoundError(
-            f"unknown version {ref!r}",
-            hint="refer to a version as NAME@ALIAS, NAME@latest, NAME/NUMBER or an id prefix; "
-            "list them with 'tether versions'",
-        )
-
-    def _refuse_unsigned_twin(self, weights_digest: str, name: str) -> None:
-        """``--sign`` on weights already stored unsigned: a signature cannot be added to immutable records, and
-        silently returning the unsigned version would let a caller believe it is signed."""
-        with self.store.db.connect() as conn:
-            row = conn.execute(
-                select(weights_artifacts.c.signature).where(weights_artifacts.c.digest == weights_digest)
-            ).first()
-            if row is None or row[0] is not None:
-                return
-            used = conn.execute(
-                select(model_versions.c.name, model_versions.c.number).where(
-                    model_versions.c.weights_digest == weights_digest
-                )
-            ).first()
-        where = f" (by {used[0]}/{used[1]})" if used else ""
-        raise ConflictError(
-            f"these weights are already registered unsigned{where}; a signature cannot be added to immutable records",
-            hint=f"register {name} without --sign, or sign a new build of the weights",
-        )
-
-    def _unknown_model(self, conn: Connection, name: str) -> NotFoundError:
-        names = [r[0] for r in conn.execute(select(model_versions.c.name).distinct())]
-        return NotFoundError(f"no model named {name!r}", hint=f"known models: {', '.join(sorted(names)) or 'none yet'}")
-
-    def get(self, ref: str) -> ModelVersion:
-        """The version ``ref`` names, after checking its stored row still hashes to its id."""
-        vid = self.resolve(ref)
-        with self.store.db.connect() as conn:
-            row = conn.execute(select(model_versions).where(model_versions.c.id == vid)).mappings().one()
-            mv = self._build(conn, row, alias_ops.of_versions(conn, row["name"]).get(vid, []))
-        self._check_rows(mv)
-        return mv
-
-    def versions(self, name: str | None = None) -> list[ModelVersion]:
-        """Every version (of ``name``), each checked; raises IntegrityError naming what is changed or missing."""
-        listed, problems = self.check_versions(name)
-        if problems:
-            raise IntegrityError(
-                f"{len(problems)} problem(s) with the registered versions: " + "; ".join(problems),
-                expected="every version intact",
-                actual=f"{len(problems)} problem(s)",
-                hint="restore the database from a backup; 'tether versions' lists the intact ones",
-            )
-        return listed
-
-    def check_versions(self, name: str | None = None) -> tuple[list[ModelVersion], list[str]]:
-        """The intact versions (of ``name``), and what is wrong with the others: changed rows, deleted ones."""
-        with self.store.db.connect() as conn:
-            q = select(model_versions).order_by(model_versions.c.name, model_versions.c.number)
-            if name is not None:
-                check_name(name)
-                q = q.where(model_versions.c.name == name)
-            rows = conn.execute(q).mappings().all()
-            if name is not None and not rows:
-                raise self._unknown_model(conn, name)
-            tags = alias_ops.of_versions(conn, name)
-            legs: dict[tuple[str, str], Any] = {}
-            built = [self._build(conn, r, tags.get(r["id"], []), legs) for r in rows]
-            problems = [p for p in map(integrity.row_problem, built) if p]
-            problems += integrity.missing(conn, built, name)
-        bad = {mv.id for mv in built if integrity.row_problem(mv)}
-        return [mv for mv in built if mv.id not in bad], problems
-
-    def _build(
-        self, conn: Connection, row: RowMapping, tags: list[str], legs: dict[tuple[str, str], Any] | None = None
-    ) -> ModelVersion:
-        """A version from its row and its triad's rows; ``legs`` caches the triad rows across many versions
-        (a listing reads each distinct code, data and weights row once, not three queries per version)."""
-        legs = {} if legs is None else legs
-        found = []
-        for table, column in (
-            (code_refs, "code_digest"),
-            (data_snapshots, "data_digest"),
-            (weights_artifacts, "weights_digest"),
-        ):
-            key = (table.name, row[column])
-            if key not in legs:
-                leg = conn.execute(select(table).where(table.c.digest == row[column])).mappings().one()
-                legs[key] = from_row(
-                    {code_refs: CodeRef, data_snapshots: DataSnapshot}.get(table, WeightsArtifact), leg
-                )
-            found.append(legs[key])
-        code, data, weights = found
-        return ModelVersion(
-            id=VersionId(row["id"]),
-            name=row["name"],
-            number=row["number"],
-            code=code,
-            data=data,
-            weights=weights,
-            flavor=row["flavor"],
-            flavor_config=row["flavor_config"],
-            input_schema=row["input_schema"],
-            output_schema=row["output_schema"],
-            params=row["params"],
-            metrics=row["metrics"],
-            train_command=row["train_command"],
-            created_at=row["created_at"],
-            created_by=row["created_by"],
-            aliases=tags,
-        )
-
-    @staticmethod
-    def _check_rows(mv: ModelVersion) -> None:
-        """Detect rows changed behind tether's back (e.g. with the immutability triggers dropped)."""
-        if (expected := mv.expected_id()) != mv.id:
-            raise IntegrityError(
-                f"model version {short(mv.id)}… no longer hashes to its id: its database row was changed",
-                expected=mv.id,
-                actual=expected,
-                version_id=mv.id,
-                hint="restore the database from a backup; do not use this version",
-            )
-        c = mv.code
-        code_expected = CodeRef.compute_digest(c.commit_sha, c.tree_digest, c.diff_blob, c.environment_digest, c.subdir)
-        if code_expected != c.digest:
-            raise IntegrityError(
-                f"code record {short(c.digest)}… of version {short(mv.id)}… was changed in the database",
-                expected=c.digest,
-                actual=code_expected,
-                hint="restore the database from a backup",
-            )
-
     # ------------------------------------------------------------------------------------------------
     # aliases
     # ------------------------------------------------------------------------------------------------
@@ -634,79 +429,6 @@ class Registry:
         with self.store.db.connect() as conn:
             return alias_ops.at_time(conn, name, alias, at)
 
-    # ------------------------------------------------------------------------------------------------
-    # materialising and loading
-    # ------------------------------------------------------------------------------------------------
-    def manifest(self, digest: Digest, what: str) -> Manifest:
-        """A stored manifest, verified: its blob is named by the root digest it must hash to."""
-        return Manifest.from_canonical_bytes(self.store.blobs.get_bytes(digest, what=f"{what} manifest"))
-
-    def materialize_weights(self, mv: ModelVersion, dest: Path, *, only: Callable[[str], bool] | None = None) -> Path:
-        """Write the verified weights under ``dest``; returns the path a flavor loads (file or folder).
-        ``only(path)`` selects some files (an LLM gateway needs the tokenizer, not the weights)."""
-        manifest = self.manifest(mv.weights.digest, "weights")
-        mv.weights.verify_signature(manifest)
-        self._materialize(manifest, dest, f"weights of {mv.ref}", only)
-        return dest / manifest.entries[0].path if mv.weights.single_file else dest
-
-    def materialize_data(self, mv: ModelVersion, dest: Path) -> Path:
-        manifest = self.manifest(mv.data.digest, "data")
-        self._materialize(manifest, dest, f"data of {mv.ref}")
-        return dest / manifest.entries[0].path if mv.data.file_count == 1 else dest
-
-    def materialize_code(self, mv: ModelVersion, dest: Path) -> Path:
-        """Rebuild the code (archive plus diff) into ``dest`` and check it against the tree manifest."""
-        expected = self.manifest(mv.code.tree_digest, "code tree")
-        with self._scratch() as scratch:
-            tar = scratch / "code.tar"
-            self.store.blobs.get_file(mv.code.archive_blob, tar, what=f"code archive of {mv.ref}")
-            diff = (
-                self.store.blobs.get_bytes(mv.code.diff_blob, what=f"code diff of {mv.ref}")
-                if mv.code.diff_blob
-                else None
-            )
-            code_mod.rebuild(tar, diff, dest)
-        problems = code_mod.verify_tree(dest, expected, workers=self.settings.hash_workers)
-        if problems:
-            raise IntegrityError(
-                f"rebuilt code of {mv.ref} differs from what was registered: {'; '.join(problems[:5])}",
-                expected=mv.code.tree_digest,
-                actual="(differs)",
-                hint="the archive or diff blob does not rebuild the registered tree",
-            )
-        return dest / mv.code.subdir if mv.code.subdir else dest
-
-    def _materialize(
-        self, manifest: Manifest, dest: Path, what: str, only: Callable[[str], bool] | None = None
-    ) -> None:
-        with self.progress.task(f"fetching {what}", manifest.total_size) as tick:
-            for e in manifest.entries:
-                if only is not None and not only(e.path):
-                    continue
-                self.store.blobs.get_file(e.digest, dest / e.path, what=f"{what}: {e.path}", progress=tick)
-
-    def load(self, ref: str) -> LoadedModel:
-        """Load a version for prediction after verifying every digest (and the signature, if any)."""
-        mv = self.get(ref)
-        fl = get_flavor(mv.flavor)
-        self.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=f"load-{mv.id[:12]}-", dir=self.settings.tmp_dir))
-        try:
-            weights = self.materialize_weights(mv, workdir / "weights")
-            code_dir = self.materialize_code(mv, workdir / "code") if mv.flavor == "python" else None
-            predictor = fl.load(weights, code_dir, mv.flavor_config)
-        except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
-        cleanup = weakref.finalize(predictor, shutil.rmtree, workdir, True)
-        return LoadedModel(mv.id, predictor, mv.input_schema, on_close=cleanup)
-
-    def reproduce(self, ref: str, dest: str | Path, *, retrain: bool = False) -> Any:
-        """Materialise code, data and weights into ``dest`` and verify every digest (see `reproduce`)."""
-        from tether.registry.reproduce import reproduce
-
-        return reproduce(self, self.get(ref), Path(dest), retrain=retrain)
-
 
 def _json_mapping(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
     if value is None:
@@ -718,11 +440,6 @@ def _json_mapping(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise InvalidInputError(f"{what} must be plain JSON with finite numbers: {e}") from None
     return value
-
-
-def from_row(cls: type[_T], row: Any) -> _T:
-    """A dataclass from a database row whose columns include the dataclass's field names."""
-    return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 def _data_row(dcap: data_mod.DataCapture, now: datetime) -> dict[str, Any]:

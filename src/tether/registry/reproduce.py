@@ -35,7 +35,7 @@ from tether.registry.environment import environment_diff, environment_lock, requ
 from tether.registry.version import ModelVersion
 
 if TYPE_CHECKING:
-    from tether.registry.registry import Registry
+    from tether.registry.files import VersionFiles
 
 
 @dataclass
@@ -73,7 +73,7 @@ class ReproduceReport:
         return all(c.ok for c in self.checks)
 
 
-def reproduce(registry: Registry, mv: ModelVersion, dest: Path, *, retrain: bool = False) -> ReproduceReport:
+def reproduce(registry: VersionFiles, mv: ModelVersion, dest: Path, *, retrain: bool = False) -> ReproduceReport:
     dest = dest.absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InvalidInputError(f"{dest} is not an empty folder", hint="choose a new or empty folder")
@@ -98,7 +98,7 @@ def reproduce(registry: Registry, mv: ModelVersion, dest: Path, *, retrain: bool
     return report
 
 
-def _build(registry: Registry, mv: ModelVersion, dest: Path, *, retrain: bool) -> ReproduceReport:
+def _build(registry: VersionFiles, mv: ModelVersion, dest: Path, *, retrain: bool) -> ReproduceReport:
     report = ReproduceReport(mv, dest)
     workers = registry.settings.hash_workers
 
