@@ -7,9 +7,10 @@ import pytest
 
 from tether.core import ManualClock
 from tether.registry import Registry
-from tether.rollout.controller import Controller, StaleRolloutError
+from tether.rollout.controller import Controller
 from tether.rollout.leader import DeposedError, Lease
 from tether.rollout.plan import Plan
+from tether.rollout.record import StaleRolloutError
 from tether.serving.window import MetricStore
 from tether.store.database import Database
 

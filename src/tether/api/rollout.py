@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 from tether.api.access import Caller, Srv, need
 from tether.api.pages import Limit, Offset, Page, page
 from tether.api.problems import RESPONSES
-from tether.rollout.controller import Event, Rollout
 from tether.rollout.plan import load_plan
 from tether.rollout.progress import status_of
+from tether.rollout.record import Event, Rollout
 from tether.rollout.timeline import timeline
 
 router = APIRouter(prefix="/v1", tags=["rollout"], responses=RESPONSES)

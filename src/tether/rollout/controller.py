@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,20 +26,21 @@ from sqlalchemy import Connection, insert, select, update
 from tether.core.clock import Clock, SystemClock
 from tether.core.errors import ConflictError, InvalidInputError, NotFoundError
 from tether.core.types import short
-from tether.monitor.sequential import Comparison, Decision, bound_rate, compare_rates
+from tether.monitor.sequential import Comparison, Decision
 from tether.registry import Registry
 from tether.registry import aliases as alias_ops
 from tether.registry import policy as policy_ops
+from tether.rollout import evidence
+from tether.rollout.evidence import describe
 from tether.rollout.leader import DeposedError
 from tether.rollout.plan import Plan
+from tether.rollout.record import FULL, Event, Rollout, RolloutReader, StaleRolloutError
 from tether.serving import table as routing_table
 from tether.serving.routing import RoutingTable
 from tether.serving.window import MetricStore, Tally
 from tether.store.tables import rollout_events, rollouts
 
 log = logging.getLogger("tether.rollout")
-ACTIVE = ("running", "paused", "watching")
-FULL = 10_000
 
 
 def canary_table(model: str, champion: str, candidate: str, plan: Plan, step: int, rollout_id: int) -> RoutingTable:
@@ -56,47 +56,7 @@ def canary_table(model: str, champion: str, candidate: str, plan: Plan, step: in
     )
 
 
-@dataclass(frozen=True)
-class Rollout:
-    id: int
-    model: str
-    candidate_id: str
-    champion_id: str
-    state: str
-    step_index: int
-    plan: Plan
-    step_started_at: datetime
-    gate_report_id: str | None
-    forced: bool
-    #: The stored revision this view was read at; a decision on it is written only if it is still current.
-    revision: int = 0
-
-    @property
-    def weight_bp(self) -> int:
-        if self.state in ("watching", "completed"):
-            return FULL
-        if self.state in ("rolled_back", "aborted", "reverted"):
-            return 0
-        return self.plan.bp(self.step_index)
-
-
-@dataclass(frozen=True)
-class Event:
-    rollout_id: int
-    at: datetime
-    kind: str
-    from_bp: int
-    to_bp: int
-    reason: str
-    evidence: dict[str, Any]
-    actor: str
-
-
-class StaleRolloutError(ConflictError):
-    """The rollout changed between reading it and deciding on it: the decision is dropped, not written."""
-
-
-class Controller:
+class Controller(RolloutReader):
     def __init__(
         self,
         registry: Registry,
@@ -233,74 +193,8 @@ class Controller:
         return events
 
     def evaluate(self, ro: Rollout, until: datetime | None = None) -> tuple[dict[str, Comparison], Tally, Tally]:
-        """The guardrail comparisons of a rollout's current window (warm instances only: see the gateway's
-        warm-up), with the champion's own success floor under ``champion_success_rate`` (it never rolls back;
-        it keeps a step from advancing on degraded evidence). ``until``: the window as it stood then (the
-        confidence sequence over time, as the dashboard draws it)."""
-        since = ro.step_started_at
-        if ro.state == "watching":
-            new = self.metrics.tally(ro.model, ro.candidate_id, "champion", since, until, warmup=False)
-            old = self.metrics.tally(ro.model, ro.champion_id, "shadow", since, until, warmup=False)
-            mirrored = None
-        else:
-            new = self.metrics.tally(ro.model, ro.candidate_id, "canary", since, until, warmup=False)
-            old = self.metrics.tally(ro.model, ro.champion_id, "champion", since, until, warmup=False)
-            mirrored = self.metrics.tally(ro.model, ro.candidate_id, "mirror", since, until, warmup=False)
-        g = ro.plan.guardrails
-        alpha = ro.plan.alpha / (g.tests() * len(ro.plan.steps))
-        out: dict[str, Comparison] = {}
-        if g.error_rate:
-            out["error_rate"] = compare_rates(
-                new.error_count, new.requests, old.error_count, old.requests, margin=g.error_rate.margin, alpha=alpha
-            )
-        if g.success_rate:
-            limit = 1 - g.success_rate.min
-            out["success_rate"] = bound_rate(new.error_count, new.requests, limit=limit, alpha=alpha)
-            out["champion_success_rate"] = bound_rate(old.error_count, old.requests, limit=limit, alpha=alpha)
-        if g.schema_violation_rate:
-            out["schema_violation_rate"] = compare_rates(
-                new.schema_violations,
-                new.requests,
-                old.schema_violations,
-                old.requests,
-                margin=g.schema_violation_rate.margin,
-                alpha=alpha,
-            )
-        if g.latency_p99:
-            # The instances' own service times when both report them: end-to-end latency includes the wait in
-            # an instance's queue, which grows with the traffic share. With the mirror on, the canary's instance
-            # also serves copies of the champion's requests, so both run at the same rate and both are judged
-            # on everything they served (an instance at a 1% share idles and is slower for it).
-            service = new.service
-            if mirrored is not None and mirrored.service.count:
-                service = Tally().merge(new).merge(mirrored).service
-            both = service.count and old.service.count
-            a, b = (service, old.service) if both else (new.latency, old.latency)
-            threshold = b.quantile(0.99) * (1 + g.latency_p99.tolerance) if b.count else 0.0
-            ok = b.count >= 100
-            out["latency_p99"] = compare_rates(
-                a.count_above(threshold) if ok else 0,
-                a.count if ok else 0,
-                b.count_above(threshold) if ok else 0,
-                b.count if ok else 0,
-                margin=g.latency_p99.margin,
-                alpha=alpha,
-            )
-            if g.latency_p99.ceiling_ms is not None:
-                # p99 under the ceiling <=> under 1% of requests above it.
-                ceiling = g.latency_p99.ceiling_ms / 1000
-                out["latency_ceiling"] = bound_rate(a.count_above(ceiling), a.count, limit=0.01, alpha=alpha)
-        if g.false_positive_rate:
-            covered = min(new.label_coverage, old.label_coverage) >= g.false_positive_rate.min_coverage
-            out["false_positive_rate"] = compare_rates(
-                new.false_positives if covered else 0,
-                new.labelled_negatives if covered else 0,
-                old.false_positives if covered else 0,
-                old.labelled_negatives if covered else 0,
-                margin=g.false_positive_rate.margin,
-                alpha=alpha,
-            )
-        return out, new, old
+        """The guardrail comparisons of the rollout's current window (see `tether.rollout.evidence.evaluate`)."""
+        return evidence.evaluate(self.metrics, ro, until)
 
     def _evidence(self, ro: Rollout, comps: dict[str, Comparison], new: Tally, old: Tally) -> dict[str, Any]:
         return {
@@ -346,7 +240,7 @@ class Controller:
         champion_floor = comps.pop("champion_success_rate", None)
         harmed = [k for k, c in comps.items() if c.decision is Decision.HARM]
         if harmed:
-            detail = "; ".join(_describe(k, comps[k]) for k in harmed)
+            detail = "; ".join(describe(k, comps[k]) for k in harmed)
             return [self._rollback(ro, "rollback", f"harm shown: {detail}", evidence, "controller")]
         safe = all(c.decision is Decision.SAFE for c in comps.values())
         champion_ok = champion_floor is None or champion_floor.decision is Decision.SAFE
@@ -386,7 +280,7 @@ class Controller:
         streak = self.metrics.streak(ro.model, ro.candidate_id, "champion")
         broken = ro.plan.failure_limit is not None and streak >= ro.plan.failure_limit
         if harmed or new.errors.get("crash", 0) or broken:
-            detail = "; ".join(_describe(k, comps[k]) for k in harmed) or (
+            detail = "; ".join(describe(k, comps[k]) for k in harmed) or (
                 f"{streak} requests failed in a row" if broken else "the new champion's instance crashed"
             )
             return [self._revert(ro, f"breach during the watch window: {detail}", evidence, "controller")]
@@ -634,102 +528,3 @@ class Controller:
             )
             routing_table.write(conn, new, self.clock.now())
             return new
-
-    # -- reading -----------------------------------------------------------------------------------------
-    def get(self, rollout_id: int) -> Rollout:
-        with self.db.connect() as conn:
-            return self._get(conn, rollout_id)
-
-    def latest(self, model: str) -> Rollout | None:
-        with self.db.connect() as conn:
-            row = (
-                conn.execute(
-                    select(rollouts).where(rollouts.c.model_name == model).order_by(rollouts.c.id.desc()).limit(1)
-                )
-                .mappings()
-                .first()
-            )
-            return self._row(row) if row else None
-
-    def history(self, model: str) -> list[Rollout]:
-        """Every rollout of ``model``, newest first."""
-        with self.db.connect() as conn:
-            q = select(rollouts).where(rollouts.c.model_name == model).order_by(rollouts.c.id.desc())
-            return [self._row(r) for r in conn.execute(q).mappings()]
-
-    def events(self, rollout_id: int) -> list[Event]:
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                select(rollout_events).where(rollout_events.c.rollout_id == rollout_id).order_by(rollout_events.c.id)
-            ).mappings()
-            return [
-                Event(
-                    r["rollout_id"],
-                    r["at"],
-                    r["kind"],
-                    r["from_bp"],
-                    r["to_bp"],
-                    r["reason"],
-                    r["evidence"],
-                    r["actor"],
-                )
-                for r in rows
-            ]
-
-    def _require(self, model: str, states: tuple[str, ...]) -> Rollout:
-        with self.db.connect() as conn:
-            ro = self._active(conn, model)
-        if ro is None or ro.state not in states:
-            raise ConflictError(
-                f"{model} has no rollout in state {' or '.join(states)}" + (f" (latest is {ro.state})" if ro else ""),
-                hint=f"tether rollout status {model}",
-            )
-        return ro
-
-    def _active(self, conn: Connection, model: str) -> Rollout | None:
-        row = (
-            conn.execute(
-                select(rollouts)
-                .where(rollouts.c.model_name == model, rollouts.c.state.in_(ACTIVE))
-                .order_by(rollouts.c.id.desc())
-                .limit(1)
-            )
-            .mappings()
-            .first()
-        )
-        return self._row(row) if row else None
-
-    def _get(self, conn: Connection, rollout_id: int) -> Rollout:
-        row = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).mappings().first()
-        if row is None:
-            raise NotFoundError(f"no rollout {rollout_id}")
-        return self._row(row)
-
-    @staticmethod
-    def _row(r: Any) -> Rollout:
-        return Rollout(
-            r["id"],
-            r["model_name"],
-            r["candidate_id"],
-            r["champion_id"],
-            r["state"],
-            r["step_index"],
-            Plan.model_validate(r["plan"]),
-            r["step_started_at"],
-            r["gate_report_id"],
-            bool(r["forced"]),
-            int(r["revision"]),
-        )
-
-
-def _tau(margin: float) -> float:
-    """The mixing scale of the mSPRT: the effect size the guardrail cares about (its margin), at least 0.005."""
-    return max(margin, 0.005)
-
-
-def _describe(name: str, c: Comparison) -> str:
-    return (
-        f"{name}: candidate {c.canary_rate:.4f} vs champion {c.champion_rate:.4f} "
-        f"(difference in [{c.lower:+.4f}, {c.upper:+.4f}], allowed {c.margin:+.4f}; "
-        f"n={c.canary_n}/{c.champion_n})"
-    )

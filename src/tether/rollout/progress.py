@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from tether.monitor.sequential import Decision
-from tether.rollout.controller import Controller, Rollout
+from tether.rollout.controller import Controller
+from tether.rollout.record import Rollout
 from tether.serving.routing import RoutingTable
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from tether.rollout.controller import Controller, Event, Rollout
+from tether.rollout.controller import Controller
+from tether.rollout.record import Event, Rollout
 from tether.serving.window import SLICE_SECONDS, Tally
 
 #: At most this many points per confidence sequence (an evenly spaced subset of the step's slices).
