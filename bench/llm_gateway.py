@@ -216,7 +216,7 @@ async def main_async(args: argparse.Namespace) -> None:
         paths: dict[str, tuple[str, str]] = {"direct": (backend + "/chat/completions", "bench")}
         proc, url, model = setup_tether(tmp, backend, cache=False)
         procs.append(proc)
-        await wait_http(url.rsplit("/", 2)[0] + "/models")
+        await wait_http(url.split("/v1/", 1)[0] + "/healthz")  # ready as a load balancer sees it: warmed up
         paths["tether"] = (url, model)
         lite = setup_litellm(tmp, backend)
         if lite is not None:
@@ -249,7 +249,7 @@ async def main_async(args: argparse.Namespace) -> None:
         procs[1].wait(30)
         proc, url, model = setup_tether(tmp, backend, cache=False, evals=False)
         procs[1] = proc
-        await wait_http(url.rsplit("/", 2)[0] + "/models")
+        await wait_http(url.split("/v1/", 1)[0] + "/healthz")  # ready as a load balancer sees it: warmed up
         quiet = {"direct": paths["direct"], "tether, evals off": (url, model)}
         await alternate(quiet, 50)
         lat = await alternate(quiet, args.requests)

@@ -33,7 +33,7 @@ from tether.monitor.config import MonitorConfig, ShadowAction
 from tether.monitor.live import LiveProfiler
 from tether.monitor.llm_config import LLMEvalConfig
 from tether.monitor.notify import post_json
-from tether.monitor.watch import Anomaly, Watch
+from tether.monitor.watch import Anomaly, Watch, read_configs
 from tether.registry import Registry
 from tether.rollout.controller import Controller
 from tether.serving import table as routing_table
@@ -132,6 +132,7 @@ class Server:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._audit_tasks: list[asyncio.Task[None]] = []
+        self._warm: asyncio.Future[None] | None = None
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._stopping: dict[str, asyncio.Future[None]] = {}
 
@@ -160,6 +161,9 @@ class Server:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        if self.replica.serves and self.llm.llm_models:
+            self.gateway.warming.add("llm warm-up")
+            self._warm = asyncio.ensure_future(self._warm_up())
         self._tasks = [
             asyncio.create_task(self._refresh_loop()),
             asyncio.create_task(self.llm.run()),
@@ -188,6 +192,7 @@ class Server:
 
     def refresh(self) -> None:
         self.gateway.refresh_routing()
+        self.sync_monitor_configs()
         dropped = self.llm.refresh()
         if dropped:
             # The version behind an alias changed: its cache entries are gone, and that is on the audit trail.
@@ -232,13 +237,19 @@ class Server:
         if not task.cancelled() and task.exception() is not None:
             log.error("instance for %s failed to start: %s", vid[:12], task.exception())
 
+    async def _warm_up(self) -> None:
+        try:
+            await asyncio.to_thread(self.llm.warm)
+        finally:
+            self.gateway.warming.discard("llm warm-up")
+
     async def wait_ready(self, timeout: float = 120.0) -> None:
-        """Until every version the routing tables name has a running instance."""
+        """Until every version the routing tables name has a running instance and the warm-up is done."""
         async with asyncio.timeout(timeout):
             while True:
                 self.refresh()
                 wanted = {v for t in self.gateway.tables.values() for v in (t.champion, t.canary, t.shadow) if v}
-                if all(self.runtime.instance(v) is not None for v in wanted):
+                if all(self.runtime.instance(v) is not None for v in wanted) and not self.gateway.warming:
                     return
                 await asyncio.sleep(0.1)
 
@@ -279,8 +290,22 @@ class Server:
             except Exception:
                 log.exception("drift check failed")
 
+    def sync_monitor_configs(self) -> None:
+        """Read the stored monitor settings of every model this replica routes (at start, before it serves, and
+        with every routing refresh), so the drift profiler and the LLM sampler apply them on every replica from
+        the first request. They were read only by the leader's monitor loop: until its first tick, and on every
+        replica that did not lead, a model's LLM requests were sampled and graded with the defaults, even for a
+        model whose evaluation was turned off (``tests/llm/test_monitor_sync.py``)."""
+        models = sorted(self.gateway.tables)
+        if not models:
+            return
+        for model, config in read_configs(self.registry, models).items():
+            if self.monitor_configs.get(model) != config:
+                self.monitor_configs[model] = config
+                self.profiler.configure(model, config)
+
     def _llm_evals(self, model: str) -> LLMEvalConfig:
-        """The LLM evaluation settings of a model as the monitor loop last read them (on the event loop: no I/O)."""
+        """The LLM evaluation settings of a model as last read (`sync_monitor_configs`; on the event loop: no I/O)."""
         config = self.monitor_configs.get(model)
         return config.llm if config is not None else DEFAULT_LLM_EVALS
 
@@ -363,6 +388,8 @@ class Server:
                     self.metrics.record_event(model, version_id, arm, now, "crash")
 
     async def stop(self) -> None:
+        if self._warm is not None and not self._warm.done():  # a thread cannot be cancelled: let it finish
+            await asyncio.wait([self._warm], timeout=60)
         for task in [*self._tasks, *self._pending.values()]:  # loops, and instance starts not yet under way
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -177,6 +177,32 @@ class LLMGateway:
         self.grading.start()
         self.refresh()
 
+    def warm(self) -> list[str]:
+        """Load what the first requests of the served LLM versions would otherwise load in the serving process
+        mid-traffic: each version's spec and tokenizer, the embedder when a semantic cache needs it, and the
+        graders of every model whose evaluation is on. Loading MiniLM imports torch and transformers, seconds of
+        work that holds the GIL: the event loop, waiting for it, served with a p99 of +30-50 ms while it ran
+        (bench/llm_gateway.py). `Server.start` runs this off the loop and ``/healthz`` says "starting" until it is
+        done. Returns what could not be loaded (that part loads on first use, as before)."""
+        failed = []
+        for vid in sorted(self._served_versions):
+            try:
+                info = self.version(vid)
+                if info.spec.cache.semantic:
+                    self.embedder()
+            except Exception as e:
+                failed.append(f"version {vid[:12]}: {e}")
+        for model in sorted(self.llm_models):
+            cfg = self.grading.config_for(model)
+            for ref in cfg.graders if cfg.enabled else []:
+                try:
+                    self.grading.grader(ref)
+                except Exception as e:
+                    failed.append(f"grader {ref} of {model}: {e}")
+        for why in failed:
+            log.warning("warm-up: %s (it loads on first use)", why)
+        return failed
+
     def version(self, version_id: str) -> VersionInfo:
         """A served version's spec and tokenizer, loaded once however many first requests arrive together."""
         info = self.versions.get(version_id)

@@ -105,11 +105,20 @@ class VersionStatus:
 
 def read_config(registry: Registry, model: str) -> MonitorConfig:
     """The model's stored monitor settings, or the defaults."""
+    return read_configs(registry, [model])[model]
+
+
+def read_configs(registry: Registry, models: list[str]) -> dict[str, MonitorConfig]:
+    """The stored monitor settings of several models in one query, the defaults for those without."""
     with registry.store.db.connect() as conn:
-        row = conn.execute(
-            select(monitor_configs.c.config).where(monitor_configs.c.model_name == model)
-        ).scalar_one_or_none()
-    return MonitorConfig.model_validate(row) if row is not None else MonitorConfig()
+        rows = dict(
+            conn.execute(
+                select(monitor_configs.c.model_name, monitor_configs.c.config).where(
+                    monitor_configs.c.model_name.in_(models)
+                )
+            ).all()
+        )
+    return {m: MonitorConfig.model_validate(rows[m]) if m in rows else MonitorConfig() for m in models}
 
 
 def holm(p_values: list[float], alpha: float) -> tuple[list[bool], list[float]]:

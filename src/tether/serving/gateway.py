@@ -94,6 +94,8 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         #: What the process around the gateway adds to /healthz and /metrics (its role, lease, routing state).
         self.health_extra: Callable[[], dict[str, Any]] | None = None
+        #: What the server is still loading before it calls itself ready (``/healthz`` answers 503 meanwhile).
+        self.warming: set[str] = set()
         self.metrics_extra: Callable[[], list[str]] | None = None
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
         self.app.router.add_post("/v1/models/{name}/predict", self.predict, expect_handler=self.expect)
@@ -461,8 +463,10 @@ class Gateway:
         return web.json_response({"trace_id": trace, "labelled": len(labels)})
 
     async def health(self, _request: web.Request) -> web.Response:
-        """200 once every deployed model's champion has a running instance; 503 (status "starting") before."""
+        """200 once every deployed model's champion has a running instance and the warm-up is done; 503
+        (status "starting", naming what it waits for) before."""
         waiting = sorted(m for m, t in self.tables.items() if self.runtime.instance(t.champion) is None)
+        waiting += sorted(self.warming)  # loaded before the first requests rather than in the middle of them
         body: dict[str, Any] = {"status": "starting" if waiting else "ok", "models": sorted(self.tables)}
         if waiting:
             body["waiting_for"] = waiting
