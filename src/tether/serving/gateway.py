@@ -36,6 +36,7 @@ from tether.registry import Registry
 from tether.serving import table as routing_table
 from tether.serving.auth import ApiKey, KeyRing
 from tether.serving.contract import InputValidator
+from tether.serving.exposition import exposition
 from tether.serving.protocols import _request_for, _response_from
 from tether.serving.protocols import service_seconds as _seconds
 from tether.serving.routing import Route, RoutingTable
@@ -480,29 +481,7 @@ class Gateway:
         if (denied := self._deny(request, "read")) is not None:
             return denied
         epoch = datetime.fromtimestamp(0, tz=self.clock.now().tzinfo)
-        lines = [
-            "# TYPE tether_requests_total counter",
-            "# TYPE tether_errors_total counter",
-            "# TYPE tether_schema_violations_total counter",
-            "# TYPE tether_latency_seconds summary",
-            "# TYPE tether_service_seconds summary",
-            "# TYPE tether_rejected_total counter",
-        ]
-        for model, version, arm in sorted(self.metrics.keys()):
-            t = self.metrics.tally(model, version, arm, epoch)
-            labels = f'model="{model}",version="{version[:12]}",arm="{arm}"'
-            lines.append(f"tether_requests_total{{{labels}}} {t.requests}")
-            lines.append(f"tether_schema_violations_total{{{labels}}} {t.schema_violations}")
-            for kind, n in sorted(t.errors.items()):
-                lines.append(f'tether_errors_total{{{labels},kind="{kind}"}} {n}')
-            if t.latency.count:
-                for q in (0.5, 0.9, 0.99):
-                    lines.append(f'tether_latency_seconds{{{labels},quantile="{q}"}} {t.latency.quantile(q):.6f}')
-            if t.service.count:
-                for q in (0.5, 0.9, 0.99):
-                    lines.append(f'tether_service_seconds{{{labels},quantile="{q}"}} {t.service.quantile(q):.6f}')
-        for (model, reason), n in sorted(self.rejected.items()):
-            lines.append(f'tether_rejected_total{{model="{model}",reason="{reason}"}} {n}')
+        lines = exposition(self.metrics, self.rejected, epoch)
         if self.metrics_extra is not None:
             lines += self.metrics_extra()
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
