@@ -29,11 +29,11 @@ from tether.core.clock import Clock, SystemClock
 from tether.core.errors import TetherError
 from tether.core.settings import Settings
 from tether.llm.gateway import LLMGateway
-from tether.monitor.config import MonitorConfig, ShadowAction
+from tether.monitor.config import MonitorConfig, ShadowAction, read_configs
 from tether.monitor.live import LiveProfiler
 from tether.monitor.llm_config import LLMEvalConfig
 from tether.monitor.notify import post_json
-from tether.monitor.watch import Anomaly, Watch, read_configs
+from tether.monitor.watch import Anomaly, Watch
 from tether.registry import Registry
 from tether.rollout.controller import Controller
 from tether.serving import table as routing_table

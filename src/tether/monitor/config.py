@@ -6,12 +6,17 @@ defaults below. Every field is checked strictly: a typo is an error, not a silen
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
 
 from tether.core.durations import MAX_SECONDS
 from tether.monitor.llm_config import LLMEvalConfig
+from tether.store.tables import monitor_configs
+
+if TYPE_CHECKING:
+    from tether.registry import Registry
 
 SECONDS_PER_30_DAYS = 30 * 86_400
 
@@ -93,3 +98,21 @@ class MonitorConfig(_Strict):
         """
         checks = SECONDS_PER_30_DAYS / self.check_seconds
         return min(0.5, features * self.false_alarms_per_feature_per_30_days / checks)
+
+
+def read_config(registry: Registry, model: str) -> MonitorConfig:
+    """The model's stored monitor settings, or the defaults."""
+    return read_configs(registry, [model])[model]
+
+
+def read_configs(registry: Registry, models: list[str]) -> dict[str, MonitorConfig]:
+    """The stored monitor settings of several models in one query, the defaults for those without."""
+    with registry.store.db.connect() as conn:
+        rows = dict(
+            conn.execute(
+                select(monitor_configs.c.model_name, monitor_configs.c.config).where(
+                    monitor_configs.c.model_name.in_(models)
+                )
+            ).all()
+        )
+    return {m: MonitorConfig.model_validate(rows[m]) if m in rows else MonitorConfig() for m in models}

@@ -25,9 +25,8 @@ import pandas as pd
 from sqlalchemy import delete, insert
 
 from tether.core.clock import Clock, SystemClock
-from tether.monitor.config import MonitorConfig
+from tether.monitor.config import MonitorConfig, read_config
 from tether.monitor.profile import OTHER, DatasetProfile, kinds_of
-from tether.monitor.watch import read_config
 from tether.registry import Registry
 from tether.store.tables import live_profiles
 

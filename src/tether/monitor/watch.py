@@ -32,7 +32,7 @@ from tether.core import InvalidInputError, NotFoundError
 from tether.core.clock import Clock, SystemClock
 from tether.monitor import baseline as baseline_mod
 from tether.monitor.anomaly import Anomaly as Anomaly  # re-exported: callers import it from here
-from tether.monitor.config import SECONDS_PER_30_DAYS, MonitorConfig
+from tether.monitor.config import SECONDS_PER_30_DAYS, MonitorConfig, read_config
 from tether.monitor.detectors import (
     Finding,
     SliceCusum,
@@ -101,24 +101,6 @@ class VersionStatus:
     #: The whole-population profile of each slice in the window, and the baseline (for the sequential test).
     slices: dict[datetime, DatasetProfile] = field(default_factory=dict, repr=False)
     base: DatasetProfile | None = field(default=None, repr=False)
-
-
-def read_config(registry: Registry, model: str) -> MonitorConfig:
-    """The model's stored monitor settings, or the defaults."""
-    return read_configs(registry, [model])[model]
-
-
-def read_configs(registry: Registry, models: list[str]) -> dict[str, MonitorConfig]:
-    """The stored monitor settings of several models in one query, the defaults for those without."""
-    with registry.store.db.connect() as conn:
-        rows = dict(
-            conn.execute(
-                select(monitor_configs.c.model_name, monitor_configs.c.config).where(
-                    monitor_configs.c.model_name.in_(models)
-                )
-            ).all()
-        )
-    return {m: MonitorConfig.model_validate(rows[m]) if m in rows else MonitorConfig() for m in models}
 
 
 def holm(p_values: list[float], alpha: float) -> tuple[list[bool], list[float]]:
