@@ -142,6 +142,44 @@ def test_appends_during_seals_are_never_lost_or_duplicated(keyed):
     assert report.ok and report.records == 400 and seqs == list(range(400)), report.problems
 
 
+def test_a_read_during_a_seal_sees_it_whole_or_not_at_all(keyed):
+    """A seal renames its segment into place, then signs the checkpoint naming it. A read between the two (a
+    dashboard page in the writing process, the CLI beside it) used to find a segment no checkpoint names and
+    fail as if it had been planted: a 500 on a loaded machine. Here the seal is held between the two steps."""
+    with AuditLog(keyed) as log:
+        log.append(_record(0))
+        log.seal()
+        log.append(_record(1))
+        signing, sign = threading.Event(), threading.Event()
+        real = log._checkpoint
+
+        def held(segment):  # the segment is in place; its checkpoint waits for the readers to be in the window
+            signing.set()
+            assert sign.wait(30)
+            real(segment)
+
+        log._checkpoint = held
+        sealer = threading.Thread(target=log.seal)
+        sealer.start()
+        assert signing.wait(30)
+        with AuditLog(keyed) as beside:  # another process's view: not the writer
+            assert not beside.writer
+            polls = []
+            real_checkpoints = beside.checkpoints
+
+            def counted():
+                polls.append(1)
+                if len(polls) == 2:  # it has seen the unsigned newest segment and is waiting: let the seal finish
+                    sign.set()
+                return real_checkpoints()
+
+            beside.checkpoints = counted
+            seen_beside = beside.verified_segments()
+        sealer.join(30)
+        seen_here = log.verified_segments()  # under the seal's lock: after the seal, whole
+    assert len(seen_beside) == len(seen_here) == 2 and len(polls) >= 3
+
+
 def test_payload_policies():
     payload = {"input": {"name": "Ada", "amount": 3}, "output": {"p": 0.1}}
     assert apply_policy(payload, "full") == payload

@@ -97,6 +97,9 @@ def serving(home: Path, *extra: str) -> Iterator[str]:
 
     try:
         yield wait_for(url, timeout=90, what="tether serve to listen")
+    except BaseException:
+        sys.stderr.write("tether serve's last output:\n" + "".join(lines)[-8000:])  # the server's side of a failure
+        raise
     finally:
         proc.terminate()
         try:

@@ -45,6 +45,9 @@ from tether.core import IntegrityError, InvalidInputError, NotFoundError, Settin
 log = logging.getLogger(__name__)
 
 #: The columns whose values repeat within a segment (a few kinds, models, versions and their triads).
+#: How long a reader waits for the checkpoint of a segment another process is sealing (a seal signs within
+#: milliseconds of renaming its segment; a segment still without one after this is reported as tampering).
+SEAL_GRACE_SECONDS = 5.0
 DICTIONARY_COLUMNS = ["kind", "model", "version_id", "code_digest", "data_digest", "weights_digest"]
 
 #: Re-exported: where records are built, their digests and payload policy are needed too.
@@ -312,9 +315,22 @@ class AuditLog:
     def verified_segments(self) -> list[Path]:
         """The segment files, each checked byte for byte against the digest its signed checkpoint holds, so no
         edited footer statistic or row can decide what a query or trace returns."""
-        covered = {c["segment"]: c.get("segment_digest") for c in self.checkpoints() if c.get("segment")}
+        # A seal renames its segment into place, then signs the checkpoint that names it. Read in this process,
+        # under the seal's lock: a seal is seen whole or not at all. Read beside the writing process (the CLI
+        # beside tether serve), a newest segment whose checkpoint is not there yet is waited for, briefly: the
+        # writer is between the two steps. Without this, a page read during a seal was a 500 ("named by no
+        # signed checkpoint"; tests/audit/test_log.py::test_a_read_during_a_seal_sees_it_whole_or_not_at_all).
+        deadline = time.monotonic() + SEAL_GRACE_SECONDS
+        while True:
+            with self._lock:
+                covered = {c["segment"]: c.get("segment_digest") for c in self.checkpoints() if c.get("segment")}
+                segments = self.segments()
+            newest_sealing = segments[-1:] == [s for s in segments if s.name not in covered] != []
+            if not newest_sealing or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         out = []
-        for seg in self.segments():
+        for seg in segments:
             if seg.name not in covered:
                 raise IntegrityError(
                     f"audit segment {seg.name} is named by no signed checkpoint",
