@@ -177,7 +177,8 @@ def test_a_read_during_a_seal_sees_it_whole_or_not_at_all(keyed):
             seen_beside = beside.verified_segments()
         sealer.join(30)
         seen_here = log.verified_segments()  # under the seal's lock: after the seal, whole
-    assert len(seen_beside) == len(seen_here) == 2 and len(polls) >= 3
+    # Its first look found the newest segment unsigned (the seal was held), so it looked again: it waited.
+    assert len(seen_beside) == len(seen_here) == 2 and len(polls) >= 2
 
 
 def test_payload_policies():
