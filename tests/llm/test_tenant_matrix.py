@@ -18,6 +18,8 @@ from sqlalchemy import select
 
 from tests.conftest import REDIS_URL, needs_redis
 from tests.llm.test_gateway_e2e import deployed, with_server
+from tests.llm.test_tenant_isolation import FRESH
+from tests.llm.test_tenant_isolation import SPEC as ISOLATION_SPEC
 from tether.audit.log import AuditLog
 from tether.core.settings import Settings
 from tether.llm.ledger import Limits, write_limits
@@ -27,21 +29,14 @@ from tether.store.tables import llm_ledger
 
 pytestmark = pytest.mark.slow
 
-SYSTEM = "You are the support assistant of the shop. Answer briefly, politely and only about orders. " * 3
-SPEC = {
-    "prompt": {"version": "1", "system": SYSTEM},
-    "decoding": {"temperature": 0, "max_tokens": 4},
-    "context": {"max_input_tokens": 600, "keep_last_turns": 2, "block_tokens": 8},
-    "prices": {"input_per_1k": 0.5, "output_per_1k": 1.5},
-    "cache": {"calibration_rate": 0.0},
-}
+# The isolation test's spec with both caches on (it turns them off to look at prefix reuse alone).
+SPEC = {**ISOLATION_SPEC, "prices": {"input_per_1k": 0.5, "output_per_1k": 1.5}, "cache": {"calibration_rate": 0.0}}
 TENANTS = {"owner": "acme", "intruder": "globex", "spender": "initech"}
 
 ORDER = "How do I cancel my order?"
 EXACT = "How do I reset my password?"
 PARAPHRASE = "What is the way to reset my password?"
 PREFIXED = "How do I cancel an order that I placed yesterday by mistake with the wrong card? " * 2
-FRESH = "How do I change the delivery address of my order when the parcel has already been dispatched? " * 2
 
 
 @pytest.fixture(params=["in-process", pytest.param("redis", marks=needs_redis)])
