@@ -184,11 +184,8 @@ class Server:
         if self.replica.shared:
             self._tasks.append(asyncio.create_task(self.replica.lease_loop()))
         if self.audit is not None:
-            # Kept apart: they must outlive the requests in flight at shutdown, which await their records.
-            self._audit_tasks = [
-                asyncio.create_task(self.audit.run()),
-                asyncio.create_task(self.audit.seal_every(2.0)),
-            ]
+            # Kept apart: it must outlive the requests in flight at shutdown, whose records it seals.
+            self._audit_tasks = [asyncio.create_task(self.audit.seal_every(2.0))]
 
     def refresh(self) -> None:
         self.gateway.refresh_routing()

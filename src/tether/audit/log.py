@@ -39,7 +39,7 @@ from tether.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verif
 from tether.audit.payload import apply_policy, digest_of, load_secret
 from tether.audit.record import FIELDS, KINDS, SCHEMA, AuditRecord, canonical, segment_table
 from tether.audit.segments import Summaries
-from tether.audit.wal import WriteAheadLog, scan
+from tether.audit.wal import Durable, WriteAheadLog, scan
 from tether.core import IntegrityError, InvalidInputError, NotFoundError, Settings, SigningKey, TetherError
 
 log = logging.getLogger(__name__)
@@ -123,17 +123,41 @@ class AuditLog:
     def append_many(self, records: list[AuditRecord]) -> list[int]:
         payloads = [r.canonical_json() for r in records]
         while True:
-            wal = self._wal
-            if wal is None:
-                raise RuntimeError(
-                    "the audit log is closed" if self.writer else "the audit log is open for writing elsewhere"
-                )
+            wal = self._writable()
             try:
                 return wal.append_many(payloads, records)
             except RuntimeError:
-                if wal.path.exists() and not wal._closed:  # a real failure, not a seal swapping the file
+                if not self._swapping(wal):
                     raise
                 time.sleep(0.0005)  # a seal is swapping write-ahead files: retry on the new one
+
+    def submit(self, records: list[AuditRecord], done: Durable) -> bool:
+        """Queue records without waiting; ``done`` is called from the log's writer thread with their sequence
+        numbers once they are on disk, or with the error that kept them off it (see `WriteAheadLog.submit`).
+        False, calling nothing, while a seal is swapping write-ahead files (a moment every few seconds): use
+        `append_many`, which waits for the new file, instead."""
+        payloads = [r.canonical_json() for r in records]
+        wal = self._writable()
+        try:
+            wal.submit(payloads, records, done)
+        except RuntimeError:
+            if not self._swapping(wal):
+                raise
+            return False
+        return True
+
+    def _writable(self) -> WriteAheadLog:
+        wal = self._wal
+        if wal is None:
+            raise RuntimeError(
+                "the audit log is closed" if self.writer else "the audit log is open for writing elsewhere"
+            )
+        return wal
+
+    @staticmethod
+    def _swapping(wal: WriteAheadLog) -> bool:
+        """Whether ``wal`` refused because a seal closed it (not because the disk failed)."""
+        return not wal.path.exists() or wal._closed
 
     def seal(self) -> int:
         """Move every acknowledged record into a new segment and sign a checkpoint; returns how many."""

@@ -12,20 +12,26 @@ records before it are good, because silently dropping acknowledged records is th
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tether.core import IntegrityError
 
+log = logging.getLogger("tether.audit")
+
 MAGIC = b"TW"
 HEADER = struct.Struct("<2sIIQ")  # magic, length, crc32, sequence
 MAX_RECORD = 64 << 20
+
+#: Told, from the writer thread, the sequence numbers of records now on disk, or why they never got there.
+Durable = Callable[[range | BaseException], object]
 
 
 @dataclass(frozen=True)
@@ -104,9 +110,11 @@ class WriteAheadLog:
         self._durable = self._next - 1  # the highest sequence known to be on disk
         self._closed = False
         self._error: BaseException | None = None
-        #: Bumped by every failed write: the appends queued before it fail (none of them was acknowledged) and
-        #: their sequence numbers are given out again, so the file never has a gap or a torn frame.
-        self._generation = 0
+        #: Set when a failed write could not even be cut off the file: the log refuses from then on. (After any
+        #: other failed write, the appends queued before it fail, none of them acknowledged, and their sequence
+        #: numbers are given out again, so the file never has a gap or a torn frame.)
+        self._broken = False
+        self._waiting: list[tuple[range, Durable]] = []  # submitted, not yet on disk: whom to tell, in order
         self._size = self.opened.valid_bytes  # the torn tail, if any, was cut above
         self.write_failures = 0
         self.fsyncs = 0
@@ -120,6 +128,25 @@ class WriteAheadLog:
     def append_many(self, payloads: list[bytes], objects: list[Any] | None = None) -> list[int]:
         """Append records in order; returns their sequence numbers once all are on disk. ``objects``, one per
         payload, are what `kept` hands back beside them (with ``keep``)."""
+        done = threading.Event()
+        outcome: list[range | BaseException] = []
+
+        def finished(result: range | BaseException) -> None:
+            outcome.append(result)
+            done.set()
+
+        self.submit(payloads, objects, finished)
+        done.wait()
+        if isinstance(outcome[0], BaseException):
+            raise RuntimeError(f"the write-ahead log could not write: {outcome[0]}") from outcome[0]
+        return list(outcome[0])
+
+    def submit(self, payloads: list[bytes], objects: list[Any] | None, done: Durable) -> None:
+        """Queue records without waiting: ``done`` is called once, from the writer thread, with their sequence
+        numbers once all are on disk, or with the error that kept them off it (none of them is then on disk,
+        and their numbers are given out again). Raises at once, calling nothing, when the log is closed or
+        cannot write at all. This is how an event loop waits for durability without a thread of its own in
+        between: ``done`` hands the answer back with ``call_soon_threadsafe``."""
         for p in payloads:
             if len(p) > MAX_RECORD:
                 raise ValueError(f"a record of {len(p)} bytes is over the {MAX_RECORD}-byte limit")
@@ -128,25 +155,19 @@ class WriteAheadLog:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the write-ahead log is closed")
-            if self._error is not None and self._generation < 0:  # could not even undo a failed write
+            if self._broken:  # could not even undo a failed write
                 raise RuntimeError(f"the write-ahead log could not write: {self._error}") from self._error
-            generation = self._generation
             first = self._next
             for p in payloads:
                 self._pending.append(HEADER.pack(MAGIC, len(p), zlib.crc32(p), self._next) + p)
                 self._next += 1
-            last = self._next - 1
             if self._keep and objects is None:
                 self._keep = False  # an append without its objects: this file will be read back instead
             if self._keep:
                 self._pending_kept[0].extend(payloads)
                 self._pending_kept[1].extend(objects)  # type: ignore[arg-type]  # not None here
+            self._waiting.append((range(first, self._next), done))
             self._cond.notify_all()
-            while self._durable < last or self._generation != generation:
-                if self._generation != generation:
-                    raise RuntimeError(f"the write-ahead log could not write: {self._error}") from self._error
-                self._cond.wait()
-        return list(range(first, last + 1))
 
     def _run(self) -> None:
         while True:
@@ -157,6 +178,7 @@ class WriteAheadLog:
                     return
                 batch, self._pending = self._pending, []
                 kept, self._pending_kept = self._pending_kept, ([], [])
+                waiting, self._waiting = self._waiting, []
                 last = self._next - 1
             data = b"".join(batch)
             try:
@@ -171,16 +193,16 @@ class WriteAheadLog:
                 os.fsync(self._file.fileno())
                 self.fsyncs += 1
             except OSError as e:  # a full or failing disk: every waiting appender hears it, none is acknowledged
-                self._undo(e)
+                self._undo(e, waiting)
                 continue
             with self._cond:
                 self._size += len(data)
                 self._durable = last
                 self._kept[0].extend(kept[0])
                 self._kept[1].extend(kept[1])
-                self._cond.notify_all()
+            _tell(waiting, None)
 
-    def _undo(self, error: OSError) -> None:
+    def _undo(self, error: OSError, waiting: list[tuple[range, Durable]]) -> None:
         """After a failed write: cut the file back to its last durable byte, fail every append not yet durable
         (the batch and those queued behind it) and give their sequence numbers out again. The next append tries
         the disk afresh, so the log works again as soon as space returns."""
@@ -189,15 +211,15 @@ class WriteAheadLog:
             self._error = error
             self._pending = []
             self._pending_kept = ([], [])
+            waiting, self._waiting = waiting + self._waiting, []
             self._next = self._durable + 1
             try:
                 os.ftruncate(self._file.fileno(), self._size)
                 os.fsync(self._file.fileno())
-                self._generation += 1
             except OSError as e:  # the file cannot be made whole again: refuse from now on, never write after junk
                 self._error = e
-                self._generation = -1
-            self._cond.notify_all()
+                self._broken = True
+        _tell(waiting, error)
 
     @property
     def next_sequence(self) -> int:
@@ -228,3 +250,11 @@ class WriteAheadLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tell(waiting: list[tuple[range, Durable]], error: BaseException | None) -> None:
+    for seqs, done in waiting:
+        try:
+            done(seqs if error is None else error)
+        except Exception:  # one waiter's callback never keeps the others, or the writer, from going on
+            log.exception("a write-ahead log waiter's callback failed")
