@@ -6,11 +6,12 @@ Starts `tether serve` (its own process, auth off) with the fraud model deployed,
 address, and sends one-record prediction requests from this process:
   - 1 connection, alternating direct and gateway requests: p50 and p99 of each, and what the gateway adds;
   - 32 connections: throughput direct and through the gateway, and their ratio;
-three times: with the drift watch and the audit log (the defaults), without the drift watch (`tether
-monitor set fraud` with `enabled: false`), and without the audit log too (`TETHER_AUDIT=false`), and what
-each costs. The last run also measures the floor: a bare aiohttp proxy (its own process, one pooled client
-session, the body forwarded as it came) in front of the same instance, so the gateway's hop is shown beside
-what the framework alone costs on this machine.
+four times: with the drift watch and the audit log (the defaults), without the drift watch (`tether
+monitor set fraud` with `enabled: false`), without the audit log too (`TETHER_AUDIT=false`), and that bare
+gateway again on asyncio's own event loop (`TETHER_EVENT_LOOP=asyncio`; uvloop is the default), and what each
+costs. The last two runs also measure the floor: a bare aiohttp proxy (its own process, one pooled client
+session, the body forwarded as it came, on the same event loop) in front of the same instance, so the
+gateway's hop is shown beside what the framework alone costs on this machine.
 """
 
 from __future__ import annotations
@@ -140,11 +141,12 @@ def main() -> None:
         env, records = _setup(Path(tmp))
         results = {}
         # The same gateway with everything on (drift watch, audit log), then without the drift watch, then
-        # without the audit log's wait for the disk either.
-        for label, enabled, audit in (
-            ("drift watch on, audit on", True, True),
-            ("drift watch off", False, True),
-            ("drift watch off, audit off", False, False),
+        # without the audit log's wait for the disk either, then that on asyncio's own loop instead of uvloop.
+        for label, enabled, audit, loop in (
+            ("drift watch on, audit on", True, True, "uvloop"),
+            ("drift watch off", False, True, "uvloop"),
+            ("drift watch off, audit off", False, False, "uvloop"),
+            ("drift watch off, audit off, asyncio loop", False, False, "asyncio"),
         ):
             config = Path(tmp) / "monitor.yaml"
             config.write_text(f"enabled: {str(enabled).lower()}\n")
@@ -155,16 +157,21 @@ def main() -> None:
                 capture_output=True,
             )
             print(f"-- {label}")
-            run_env = {**env, "TETHER_AUDIT": "true" if audit else "false"}
+            run_env = {**env, "TETHER_AUDIT": "true" if audit else "false", "TETHER_EVENT_LOOP": loop}
             results[label] = _serve_and_bench(run_env, records, args.requests, args.connections, floor=not audit)
         labels = list(results)
-        bare, floor = results[labels[2]], results[labels[2]]["floor"]
-        print(
-            f"the gateway's bare hop against a bare aiohttp proxy: p50 {bare['added_p50']:+.2f} vs "
-            f"{floor['added_p50']:+.2f} ms, p99 {bare['added_p99']:+.2f} vs {floor['added_p99']:+.2f} ms, "
-            f"throughput ratio {bare['ratio']:.2f} vs {floor['ratio']:.2f}"
-        )
-        for name, a, b in (("drift watch", labels[0], labels[1]), ("audit log", labels[1], labels[2])):
+        for label, loop in ((labels[2], "uvloop"), (labels[3], "asyncio")):
+            bare, floor = results[label], results[label]["floor"]
+            print(
+                f"the gateway's bare hop against a bare aiohttp proxy, {loop} loop: p50 {bare['added_p50']:+.2f} "
+                f"vs {floor['added_p50']:+.2f} ms, p99 {bare['added_p99']:+.2f} vs {floor['added_p99']:+.2f} ms, "
+                f"throughput ratio {bare['ratio']:.2f} vs {floor['ratio']:.2f}"
+            )
+        for name, a, b in (
+            ("drift watch", labels[0], labels[1]),
+            ("audit log", labels[1], labels[2]),
+            ("asyncio's loop instead of uvloop", labels[3], labels[2]),
+        ):
             on, off = results[a], results[b]
             print(
                 f"{name} cost: p50 {on['added_p50'] - off['added_p50']:+.2f} ms, "
@@ -196,20 +203,25 @@ async def forward(request):
 app = web.Application()
 app.cleanup_ctx.append(session)
 app.router.add_post("/predict", forward)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=lambda *a: print("ready", flush=True))
+loop = None
+if sys.argv[3] == "uvloop":
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), loop=loop, print=lambda *a: print("ready", flush=True))
 """
 
 
-def _floor(direct: str, records: list[dict[str, object]], n: int, connections: int) -> dict:
+def _floor(direct: str, records: list[dict[str, object]], n: int, connections: int, loop: str) -> dict:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proxy = subprocess.Popen([sys.executable, "-c", PROXY, direct, str(port)], stdout=subprocess.PIPE, text=True)
+    proxy = subprocess.Popen([sys.executable, "-c", PROXY, direct, str(port), loop], stdout=subprocess.PIPE, text=True)
     try:
         proxy.stdout.readline()
-        print("-- the floor: a bare aiohttp proxy in front of the same instance")
+        print(f"-- the floor: a bare aiohttp proxy on the {loop} loop in front of the same instance")
         return asyncio.run(_bench(f"http://127.0.0.1:{port}/predict", direct, records, n, connections))
     finally:
         proxy.terminate()
@@ -234,7 +246,7 @@ def _serve_and_bench(
         predict = f"{gateway}/v1/models/fraud/predict"
         result = asyncio.run(_bench(predict, f"{instance}/predict", records, n, connections))
         if floor:
-            result["floor"] = _floor(f"{instance}/predict", records, n, connections)
+            result["floor"] = _floor(f"{instance}/predict", records, n, connections, env["TETHER_EVENT_LOOP"])
         return result
     finally:
         server.terminate()

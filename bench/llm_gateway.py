@@ -8,7 +8,8 @@ off, so every request goes through the whole path (auth off, validation, routing
 reservation, dispatch over pooled aiohttp, ledger, audit record awaited on disk) and on to the backend.
 
 Printed, per path: p50 and p99 latency on one connection (requests alternate between the paths), and
-throughput on 16 connections.
+throughput on 16 connections; then tether again with the evaluation loop off, and once more on asyncio's own
+event loop instead of uvloop (`TETHER_EVENT_LOOP=asyncio`), each beside the direct path in the same run.
 
     make bench-llm        (or: python bench/llm_gateway.py [--requests 1000])
 """
@@ -131,9 +132,12 @@ async def throughput(url: str, model: str, seconds: float, connections: int = 16
     return done / seconds
 
 
-def setup_tether(tmp: Path, backend: str, cache: bool, evals: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
+def setup_tether(
+    tmp: Path, backend: str, cache: bool, evals: bool = True, loop: str = "uvloop"
+) -> tuple[subprocess.Popen[bytes], str, str]:
     env = {
         **os.environ,
+        "TETHER_EVENT_LOOP": loop,
         "TETHER_HOME": str(tmp / "home"),
         "GIT_AUTHOR_NAME": "b",
         "GIT_AUTHOR_EMAIL": "b@b",
@@ -244,22 +248,25 @@ async def main_async(args: argparse.Namespace) -> None:
             rps = await throughput(url, model, args.seconds)
             base = base or rps
             print(f"  {name:8} {rps:8.0f} requests/s  ({rps / base:.2f} of direct)")
-        # The same gateway restarted with the evaluation loop off: what grading in the serving process costs.
-        procs[1].terminate()
-        procs[1].wait(30)
-        proc, url, model = setup_tether(tmp, backend, cache=False, evals=False)
-        procs[1] = proc
-        await wait_http(url.split("/v1/", 1)[0] + "/healthz")  # ready as a load balancer sees it: warmed up
-        quiet = {"direct": paths["direct"], "tether, evals off": (url, model)}
-        await alternate(quiet, 50)
-        lat = await alternate(quiet, args.requests)
-        d, q = lat["direct"], lat["tether, evals off"]
-        rps = await throughput(url, model, args.seconds)
-        print(
-            f"tether with the evaluation loop off: adds {ms(q, 0.5) - ms(d, 0.5):.2f} ms p50, "
-            f"{ms(q, 0.99) - ms(d, 0.99):.2f} ms p99; {rps:.0f} requests/s on 16 connections "
-            f"({rps / base:.2f} of direct)"
-        )
+        # The same gateway restarted with the evaluation loop off: what grading in the serving process costs;
+        # then on asyncio's own event loop instead of uvloop: what the loop costs.
+        quiet_runs = (("the evaluation loop off", "uvloop"), ("the evaluation loop off, asyncio loop", "asyncio"))
+        for label, loop in quiet_runs:
+            procs[1].terminate()
+            procs[1].wait(30)
+            proc, url, model = setup_tether(tmp, backend, cache=False, evals=False, loop=loop)
+            procs[1] = proc
+            await wait_http(url.split("/v1/", 1)[0] + "/healthz")  # ready as a load balancer sees it: warmed up
+            quiet = {"direct": paths["direct"], label: (url, model)}
+            await alternate(quiet, 50)
+            lat = await alternate(quiet, args.requests)
+            d, q = lat["direct"], lat[label]
+            rps = await throughput(url, model, args.seconds)
+            print(
+                f"tether with {label}: adds {ms(q, 0.5) - ms(d, 0.5):.2f} ms p50, "
+                f"{ms(q, 0.99) - ms(d, 0.99):.2f} ms p99; {rps:.0f} requests/s on 16 connections "
+                f"({rps / base:.2f} of direct)"
+            )
     finally:
         for p in procs:
             p.terminate()

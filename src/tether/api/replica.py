@@ -32,6 +32,7 @@ from tether.audit.bridge import Bridge
 from tether.audit.log import AuditLog
 from tether.audit.logset import MAIN
 from tether.audit.ship import Shipper
+from tether.core import loop as event_loop
 from tether.core.clock import SystemClock
 from tether.core.errors import InvalidInputError
 from tether.rollout.leader import Lease, holder_name
@@ -297,7 +298,7 @@ class Replica:
 
     # -- what health and metrics say ---------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": self.role, "replica": self.name}
+        out: dict[str, Any] = {"role": self.role, "replica": self.name, "event_loop": event_loop.name()}
         if self.lease is not None:
             out["leader"] = self.lease.leader
         if self.stale_since is not None:

@@ -9,12 +9,15 @@ appended since the last seal is remembered. `tether serve` syncs before every se
 
 Grader scores (``grader_scores``, one row per metric) become one ``score`` record per interaction, grader
 version and origin (the rows of one grading pass are written in one transaction), with trace id
-``score:<interaction trace>:<grader>:<origin>``; they are read from a cursor (ids past the last one copied,
-less a margin for rows committed out of id order), not re-read whole at every seal.
+``score:<interaction trace>:<grader>:<origin>``; they are read from a cursor (ids past the last one seen), not
+re-read whole at every seal. An id the cursor passed without seeing its row (PostgreSQL hands sequence numbers
+out before commit, so a slow transaction commits behind a faster one) is a gap, looked for again at every sync
+until its row appears or `GAP_SECONDS` pass (a rolled-back insert's id never fills).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -53,7 +56,8 @@ class Bridge:
         self.done: set[str] = {r[0] for r in rows}
         _, rows = log.query("SELECT trace_id FROM records WHERE kind = 'score'")
         self.done.update(r[0] for r in rows)
-        self._score_cursor = 0
+        self._score_cursor = 0  # the highest score row id seen
+        self._gaps: dict[int, float] = {}  # ids below the cursor not seen yet -> when first missed (monotonic)
         self._triads: dict[str, tuple[str, str, str]] = {}
 
     def sync(self) -> int:
@@ -107,13 +111,15 @@ class Bridge:
 
     def _scores(self, conn: Any) -> Iterator[AuditRecord]:
         c = grader_scores.c
-        q = select(grader_scores).where(c.id > self._score_cursor - SCORE_MARGIN).order_by(c.id)
+        low = min(self._gaps, default=self._score_cursor + 1)
         groups: dict[str, list[dict[str, Any]]] = {}
-        for row in conn.execute(q).mappings():
-            self._score_cursor = max(self._score_cursor, row["id"])
+        seen: set[int] = set()
+        for row in conn.execute(select(grader_scores).where(c.id >= low).order_by(c.id)).mappings():
+            seen.add(row["id"])
             key = f"score:{row['trace_id']}:{row['grader_id'][:16]}:{row['origin']}"
             if key not in self.done:
                 groups.setdefault(key, []).append(dict(row))
+        self._note_gaps(seen)
         for key, rows in groups.items():
             first = rows[0]
             payload = {
@@ -145,10 +151,25 @@ class Bridge:
                 tenant=first["tenant"],
             )
 
+    def _note_gaps(self, seen: set[int]) -> None:
+        now = time.monotonic()
+        top = max(seen, default=self._score_cursor)
+        skipped = top - self._score_cursor - sum(1 for i in seen if i > self._score_cursor)
+        if 0 < skipped <= MAX_GAPS:
+            for i in range(self._score_cursor + 1, top):
+                if i not in seen:
+                    self._gaps[i] = now
+        for i, since in list(self._gaps.items()):
+            if i in seen or now - since > GAP_SECONDS:
+                del self._gaps[i]
+        self._score_cursor = top
 
-#: Score rows re-read behind the cursor at each sync: rows committed out of id order (concurrent writers) are
-#: still copied; the done set keeps every one from being copied twice.
-SCORE_MARGIN = 10_000
+
+#: How long a skipped score row id is looked for again (a transaction committing out of id order is seconds
+#: behind at most; a rolled-back insert's id never fills). Rows are never copied twice: the done set.
+GAP_SECONDS = 300.0
+#: More ids skipped at once than this is a sequence that jumped (a restore, a reset), not commits in flight.
+MAX_GAPS = 100_000
 
 
 def _plain(v: Any) -> Any:

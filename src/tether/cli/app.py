@@ -83,6 +83,7 @@ def serve(
 
     from tether.api.replica import ROLES
     from tether.api.server import Server
+    from tether.core import loop as event_loop
 
     if role not in ROLES:
         raise InvalidInputError(f"--role must be one of {', '.join(ROLES)}, got {role!r}", hint="tether serve --help")
@@ -115,7 +116,7 @@ def serve(
             await server.stop()  # stops the instances, writes the last profile slices
 
     try:
-        asyncio.run(run())
+        event_loop.run(run(), server.settings.event_loop)
     except KeyboardInterrupt:
         console.print("stopped")
 

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
     )
+    event_loop: str = Field(
+        default="uvloop",
+        description="The event loop 'tether serve' and its model instances run on: 'uvloop' (the default, where it "
+        "is installed: the socket work of a hop in C) or 'asyncio' (the standard library's).",
+        pattern="^(uvloop|asyncio)$",
+    )
     worker_threads: int = Field(
         default=1,
         description="Native threads (OpenMP, BLAS) per model instance. One serves single requests fastest and keeps "

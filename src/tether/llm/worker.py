@@ -28,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from tether.core import Settings, TetherError
+from tether.core import loop as event_loop
 from tether.llm import protocol
 from tether.llm.engine import Engine, Generation
 from tether.serving.worker import SERVICE_HEADER, run_until_stopped
@@ -168,15 +169,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kv-cache-mb", type=int, default=256, help="0 turns prefix reuse off")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="tether-llm-"))
+    settings = Settings()
     try:
         if args.version:
-            engine, name = load_version(args.version, Settings(), scratch)
+            engine, name = load_version(args.version, settings, scratch)
         else:
             engine, name = (
                 Engine(args.model_path, block_tokens=args.block_tokens, kv_cache_bytes=args.kv_cache_mb << 20),
                 args.name,
             )
-        asyncio.run(run_until_stopped(make_app(engine, name), args.port))
+        event_loop.run(run_until_stopped(make_app(engine, name), args.port), settings.event_loop)
     except TetherError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)

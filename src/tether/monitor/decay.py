@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tether.monitor.rates import mean_and_variance
+from tether.monitor.rates import Sums, sums_mean_and_variance
 from tether.monitor.sequential import confidence_sequence
 
 SECONDS_PER_30_DAYS = 30 * 86_400
@@ -77,22 +77,22 @@ def epoch_alpha(budget_per_30_days: float, window_seconds: float, metrics: int) 
 def compare(
     metric: str,
     grader_id: str,
-    baseline: tuple[list[float], list[float]],
-    live: tuple[list[float], list[float]],
+    baseline: Sums | tuple[list[float], list[float]],
+    live: Sums | tuple[list[float], list[float]],
     *,
     min_shift: float,
     alpha: float,
     min_samples: int,
     errors: int = 0,
 ) -> DecayTest:
-    """``baseline`` and ``live`` are (values, inclusion probabilities)."""
-    (bv, bp), (lv, lp) = baseline, live
-    if not bv or not lv:
-        return DecayTest(
-            metric, grader_id, None, None, len(bv), len(lv), None, None, None, min_shift, alpha, "no data", errors
-        )
-    mb, vb, nb = mean_and_variance(bv, bp)
-    ml, vl, nl = mean_and_variance(lv, lp)
+    """``baseline`` and ``live`` are `Sums` of the scores, or (values, inclusion probabilities)."""
+    b = baseline if isinstance(baseline, Sums) else Sums.of(*baseline)
+    lv = live if isinstance(live, Sums) else Sums.of(*live)
+    if not b.n or not lv.n:
+        nothing = (None, None, None)
+        return DecayTest(metric, grader_id, None, None, b.n, lv.n, *nothing, min_shift, alpha, "no data", errors)
+    mb, vb, nb = sums_mean_and_variance(b)
+    ml, vl, nl = sums_mean_and_variance(lv)
     if nb < min_samples or nl < min_samples:
         return DecayTest(metric, grader_id, mb, ml, nb, nl, ml - mb, None, None, min_shift, alpha, "too few", errors)
     d = ml - mb

@@ -34,7 +34,8 @@ from tether.graders.scores import read
 from tether.monitor import judge_drift, prompt_drift
 from tether.monitor.decay import DecayTest, compare, epoch_alpha
 from tether.monitor.llm_config import LLMEvalConfig
-from tether.monitor.rates import Rate, ppi_mean, weighted_rate
+from tether.monitor.rates import Sums, ppi_mean, rate_of
+from tether.monitor.score_sums import epoch_sums
 from tether.monitor.watch import Anomaly, Watch, json_safe
 from tether.registry import Registry
 from tether.store.tables import anomalies, routing
@@ -109,13 +110,16 @@ class LLMWatch:
         if champion is None:
             status.notes.append("no routing table: nothing is served")
             return status
-        watched = self._watched(model, cfg, [v for v in (champion, canary) if v], start, now)
+        versions = [v for v in (champion, canary) if v]
+        # Each version's epoch, summed in the database once per check (see tether.monitor.score_sums).
+        epoch = {vid: epoch_sums(self.db, model, vid, start, now) for vid in versions}
+        watched = {key for sums in epoch.values() for key in sums if self._is_watched(key[0], cfg)}
         alpha = epoch_alpha(cfg.false_alarms_per_metric_per_30_days, w, max(1, len(watched)))
-        for vid in [v for v in (champion, canary) if v]:
-            status.decay[vid] = self._decay(model, vid, cfg, start, now, alpha, status)
-            status.rates[vid] = self._rates(model, vid, cfg, start, now)
+        for vid in versions:
+            status.decay[vid] = self._decay(model, vid, cfg, start, now, alpha, status, epoch[vid])
+            status.rates[vid] = self._rates(model, vid, cfg, start, now, epoch[vid])
         if canary:
-            status.canary_vs_champion = self._versus(model, champion, canary, cfg, start, now, alpha)
+            status.canary_vs_champion = self._versus(epoch[champion], epoch[canary], cfg, alpha)
         if prompts:
             status.prompt_drift = self._prompts(model, cfg, champion, now)
         return status
@@ -125,34 +129,12 @@ class LLMWatch:
             row = conn.execute(select(routing).where(routing.c.model_name == model)).mappings().first()
         return (None, None) if row is None else (row["champion_id"], row["canary_id"])
 
-    def _watched(
-        self, model: str, cfg: LLMEvalConfig, versions: list[str], start: datetime, now: datetime
-    ) -> set[tuple[str, str]]:
-        keys = set()
-        for vid in versions:
-            for r in read(self.db, model, version_id=vid, since=start, until=now):
-                if self._is_watched(r["metric"], cfg):
-                    keys.add((r["metric"], r["grader_id"]))
-        return keys
-
     @staticmethod
     def _is_watched(metric: str, cfg: LLMEvalConfig) -> bool:
         return metric in cfg.decay.metrics or metric.startswith("rule:")
 
-    def _split(
-        self, rows: list[dict[str, Any]], cfg: LLMEvalConfig
-    ) -> dict[tuple[str, str], tuple[list[float], list[float], int]]:
-        out: dict[tuple[str, str], tuple[list[float], list[float], int]] = {}
-        for r in rows:
-            if not self._is_watched(r["metric"], cfg):
-                continue
-            v, p, e = out.setdefault((r["metric"], r["grader_id"]), ([], [], 0))
-            if r["value"] is None:
-                out[(r["metric"], r["grader_id"])] = (v, p, e + (1 if r["error"] else 0))
-                continue
-            v.append(float(r["value"]))
-            p.append(float(r["inclusion"]))
-        return out
+    def _watched_only(self, sums: dict[tuple[str, str], Sums], cfg: LLMEvalConfig) -> dict[tuple[str, str], Sums]:
+        return {key: v for key, v in sums.items() if self._is_watched(key[0], cfg)}
 
     def _decay(
         self,
@@ -163,6 +145,7 @@ class LLMWatch:
         now: datetime,
         alpha: float,
         status: LLMStatus,
+        epoch: dict[tuple[str, str], Sums],
     ) -> list[DecayTest]:
         first = self._first_score(model, vid)
         if first is None:
@@ -170,70 +153,73 @@ class LLMWatch:
             return []
         base_end = first + timedelta(seconds=cfg.decay.baseline_seconds)
         live_start = max(start, base_end)
-        base = self._split(read(self.db, model, version_id=vid, since=first, until=base_end), cfg)
-        live = (
-            self._split(read(self.db, model, version_id=vid, since=live_start, until=now), cfg)
-            if now > live_start
-            else {}
-        )
+        base = self._watched_only(epoch_sums(self.db, model, vid, first, base_end), cfg)
+        if now <= live_start:
+            live = {}
+        elif live_start == start:
+            live = self._watched_only(epoch, cfg)
+        else:
+            live = self._watched_only(epoch_sums(self.db, model, vid, live_start, now), cfg)
         if now <= base_end:
             status.notes.append(f"{vid[:12]}: baseline forming until {base_end.isoformat(timespec='seconds')}")
         out = []
         for key in sorted(set(base) | set(live)):
-            b = base.get(key, ([], [], 0))
-            lv = live.get(key, ([], [], 0))
+            lv = live.get(key, Sums())
             out.append(
                 compare(
                     key[0],
                     key[1],
-                    (b[0], b[1]),
-                    (lv[0], lv[1]),
+                    base.get(key, Sums()),
+                    lv,
                     min_shift=cfg.decay.min_shift,
                     alpha=alpha,
                     min_samples=cfg.decay.min_samples,
-                    errors=lv[2],
+                    errors=lv.errors,
                 )
             )
         return out
 
     def _versus(
-        self, model: str, champion: str, canary: str, cfg: LLMEvalConfig, start: datetime, now: datetime, alpha: float
+        self,
+        champion: dict[tuple[str, str], Sums],
+        canary: dict[tuple[str, str], Sums],
+        cfg: LLMEvalConfig,
+        alpha: float,
     ) -> list[DecayTest]:
-        old = self._split(read(self.db, model, version_id=champion, since=start, until=now), cfg)
-        new = self._split(read(self.db, model, version_id=canary, since=start, until=now), cfg)
+        old, new = self._watched_only(champion, cfg), self._watched_only(canary, cfg)
         out = []
         for key in sorted(set(old) & set(new)):
-            o, n = old[key], new[key]
             out.append(
                 compare(
                     key[0],
                     key[1],
-                    (o[0], o[1]),
-                    (n[0], n[1]),
+                    old[key],
+                    new[key],
                     min_shift=cfg.decay.min_shift,
                     alpha=alpha,
                     min_samples=cfg.decay.min_samples,
-                    errors=n[2],
+                    errors=new[key].errors,
                 )
             )
         return out
 
-    def _rates(self, model: str, vid: str, cfg: LLMEvalConfig, start: datetime, now: datetime) -> dict[str, Any]:
+    def _rates(
+        self,
+        model: str,
+        vid: str,
+        cfg: LLMEvalConfig,
+        start: datetime,
+        now: datetime,
+        epoch: dict[tuple[str, str], Sums],
+    ) -> dict[str, Any]:
         """Every metric's rate over the epoch's traffic (weighted by inclusion) with its interval; where a judge
-        scored a share of what a cheap grader scored, also the prediction-powered estimate of the judge's mean."""
-        rows = read(self.db, model, version_id=vid, since=start, until=now)
-        by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for r in rows:
-            by.setdefault((r["metric"], r["grader_id"]), []).append(r)
-        out: dict[str, Any] = {}
-        for (metric, gid), rs in sorted(by.items()):
-            ok = [r for r in rs if r["value"] is not None]
-            rate: Rate = weighted_rate(
-                [r["value"] for r in ok], [r["inclusion"] for r in ok], errors=sum(1 for r in rs if r["error"])
-            )
-            out[f"{metric}@{gid[:12]}"] = rate.to_json()
+        scored a share of what a cheap grader scored, also the prediction-powered estimate of the judge's mean
+        (the one estimate that needs the rows themselves, paired by interaction)."""
+        out: dict[str, Any] = {
+            f"{metric}@{gid[:12]}": rate_of(sums).to_json() for (metric, gid), sums in sorted(epoch.items())
+        }
         if cfg.judge is not None:
-            out.update(self._ppi(rows, cfg))
+            out.update(self._ppi(read(self.db, model, version_id=vid, since=start, until=now), cfg))
         return out
 
     def _ppi(self, rows: list[dict[str, Any]], cfg: LLMEvalConfig) -> dict[str, Any]:

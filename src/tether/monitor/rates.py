@@ -63,58 +63,130 @@ def _binary(y: np.ndarray) -> bool:
     return bool(np.all((y == 0) | (y == 1)))
 
 
+#: Inclusion probabilities at least this close to 1 count as a census (no sampling weight): np.allclose's margin.
+CENSUS = 1 - 1e-5
+
+
+@dataclass(frozen=True)
+class Sums:
+    """The sufficient statistics of weighted scores: everything `weighted_rate` and `mean_and_variance` need.
+
+    The watch sums them in the database (`tether.graders.scores.sums`), one row per metric and grader, instead
+    of reading every score of an epoch back into Python at every check; `Sums.of` builds them from arrays, so
+    both paths share one computation. ``w`` is the sum of 1/pi, ``a`` of (1-pi)/pi^2 (the Poisson-sampling
+    variance weight), ``y`` and ``y2`` of the raw values and their squares."""
+
+    n: int = 0
+    w: float = 0.0
+    wy: float = 0.0
+    w2: float = 0.0
+    a: float = 0.0
+    ay: float = 0.0
+    ay2: float = 0.0
+    y: float = 0.0
+    y2: float = 0.0
+    non_binary: int = 0  # scores other than 0 and 1
+    weighted: int = 0  # scores sampled with pi below CENSUS
+    errors: int = 0  # grader errors: counted, never in an estimate
+
+    @classmethod
+    def of(cls, values: Any, inclusion: Any | None = None, *, errors: int = 0) -> Sums:
+        y = np.asarray(values, dtype=np.float64)
+        pi = np.ones_like(y) if inclusion is None else np.asarray(inclusion, dtype=np.float64)
+        w = 1.0 / pi
+        a = (1.0 - pi) / pi**2
+        return cls(
+            n=int(y.size),
+            w=float(w.sum()),
+            wy=float((w * y).sum()),
+            w2=float((w * w).sum()),
+            a=float(a.sum()),
+            ay=float((a * y).sum()),
+            ay2=float((a * y * y).sum()),
+            y=float(y.sum()),
+            y2=float((y * y).sum()),
+            non_binary=int(np.count_nonzero((y != 0) & (y != 1))),
+            weighted=int(np.count_nonzero(pi < CENSUS)),
+            errors=errors,
+        )
+
+    @property
+    def binary(self) -> bool:
+        return self.non_binary == 0
+
+    @property
+    def mean(self) -> float:
+        return self.wy / self.w
+
+    @property
+    def effective_n(self) -> float:
+        return self.w**2 / self.w2
+
+    def hajek_variance(self) -> float:
+        """The linearised Poisson-sampling variance of the weighted mean."""
+        m = self.mean
+        return max(0.0, self.ay2 - 2 * m * self.ay + m * m * self.a) / self.w**2
+
+    def sample_variance(self) -> float:
+        """The values' sample variance (ddof 1); nought for constant values, whatever the rounding."""
+        if self.n < 2:
+            return math.inf
+        spread = self.y2 - self.y * self.y / self.n
+        return 0.0 if spread <= 1e-12 * max(self.y2, 1.0) else spread / (self.n - 1)
+
+
 def weighted_rate(values: Any, inclusion: Any | None = None, *, errors: int = 0, confidence: float = 0.95) -> Rate:
     """The mean of ``values`` over the traffic they were sampled from, each sampled with ``inclusion``."""
-    y = np.asarray(values, dtype=np.float64)
-    if y.size == 0:
-        return Rate(None, None, None, 0, 0.0, errors=errors, method="no data", confidence=confidence)
-    pi = np.ones_like(y) if inclusion is None else np.asarray(inclusion, dtype=np.float64)
-    if np.any(pi <= 0) or np.any(pi > 1):
-        raise ValueError("inclusion probabilities must be in (0, 1]")
-    w = 1.0 / pi
-    total = w.sum()
-    mean = float((w * y).sum() / total)
-    var = float(((1 - pi) / pi**2 * (y - mean) ** 2).sum() / total**2)
-    n_eff = float(total**2 / (w**2).sum())
+    if inclusion is not None:
+        pi = np.asarray(inclusion, dtype=np.float64)
+        if np.any(pi <= 0) or np.any(pi > 1):
+            raise ValueError("inclusion probabilities must be in (0, 1]")
+    return rate_of(Sums.of(values, inclusion, errors=errors), confidence=confidence)
+
+
+def rate_of(s: Sums, *, confidence: float = 0.95) -> Rate:
+    """`weighted_rate` from sums (see `Sums`)."""
+    if s.n == 0:
+        return Rate(None, None, None, 0, 0.0, errors=s.errors, method="no data", confidence=confidence)
+    mean, var, n_eff = s.mean, s.hajek_variance(), s.effective_n
     alpha = 1 - confidence
-    if _binary(y):
+    if s.binary:
         # Clopper-Pearson at the effective sample size (Korn-Graubard): events scaled to it.
         if var > 0:
             n_eff = min(n_eff, mean * (1 - mean) / var) if 0 < mean < 1 else n_eff
         k = mean * n_eff
         low = 0.0 if k <= 0 else float(stats.beta.ppf(alpha / 2, k, n_eff - k + 1))
         high = 1.0 if k >= n_eff else float(stats.beta.ppf(1 - alpha / 2, k + 1, n_eff - k))
-        return Rate(mean, low, high, int(y.size), n_eff, errors, "weighted, Clopper-Pearson at effective n", confidence)
-    if y.size < 2:
-        return Rate(mean, None, None, 1, n_eff, errors, "weighted (one score: no interval)", confidence)
-    if inclusion is None or np.allclose(pi, 1.0):
-        var = float(y.var(ddof=1) / y.size)  # a census of what was graded: the sample variance of the mean
+        return Rate(mean, low, high, s.n, n_eff, s.errors, "weighted, Clopper-Pearson at effective n", confidence)
+    if s.n < 2:
+        return Rate(mean, None, None, 1, n_eff, s.errors, "weighted (one score: no interval)", confidence)
+    if not s.weighted:
+        var = s.sample_variance() / s.n  # a census of what was graded: the sample variance of the mean
     half = float(stats.t.ppf(1 - alpha / 2, max(1.0, n_eff - 1)) * math.sqrt(var))
-    return Rate(mean, mean - half, mean + half, int(y.size), n_eff, errors, "weighted, t", confidence)
+    return Rate(mean, mean - half, mean + half, s.n, n_eff, s.errors, "weighted, t", confidence)
 
 
 def mean_and_variance(values: Any, inclusion: Any | None = None) -> tuple[float, float, int]:
-    """The weighted (Hajek) mean, its variance and the number of scores: what the decay tests compare.
+    """The weighted (Hajek) mean, its variance and the number of scores: what the decay tests compare
+    (`sums_mean_and_variance` from sums)."""
+    return sums_mean_and_variance(Sums.of(values, inclusion))
 
-    A 0/1 metric at a rate of exactly 0 or 1 has no spread to estimate; half an event keeps its variance
+
+def sums_mean_and_variance(s: Sums) -> tuple[float, float, int]:
+    """A 0/1 metric at a rate of exactly 0 or 1 has no spread to estimate; half an event keeps its variance
     honest (as the rollout's rate tests do)."""
-    y = np.asarray(values, dtype=np.float64)
-    if y.size == 0:
+    if s.n == 0:
         return 0.0, math.inf, 0
-    pi = np.ones_like(y) if inclusion is None else np.asarray(inclusion, dtype=np.float64)
-    w = 1.0 / pi
-    total = w.sum()
-    mean = float((w * y).sum() / total)
-    if np.allclose(pi, 1.0):
-        var = float(y.var(ddof=1)) / y.size if y.size > 1 else math.inf
+    mean = s.mean
+    sample = s.sample_variance()
+    if not s.weighted:
+        var = sample / s.n if s.n > 1 else math.inf
     else:
-        var = float(((1 - pi) / pi**2 * (y - mean) ** 2).sum() / total**2)
-        n_eff = float(total**2 / (w**2).sum())
-        var = max(var, float(y.var(ddof=1)) / n_eff if y.size > 1 else math.inf)
-    if _binary(y):
-        floor = 0.5 / y.size * (1 - 0.5 / y.size) / y.size
+        var = max(s.hajek_variance(), sample / s.effective_n if s.n > 1 else math.inf)
+    if s.binary:
+        floor = 0.5 / s.n * (1 - 0.5 / s.n) / s.n
         var = max(var, floor)
-    return mean, var, int(y.size)
+    return mean, var, s.n
 
 
 def ppi_mean(

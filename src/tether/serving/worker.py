@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from tether.core import Settings, TetherError
+from tether.core import loop as event_loop
 from tether.registry import LoadedModel, Registry
 from tether.serving.batcher import Batcher
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings(home=args.home) if args.home else Settings()
     try:
-        asyncio.run(serve(args.version, args.port, settings))
+        event_loop.run(serve(args.version, args.port, settings), settings.event_loop)
     except TetherError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
