@@ -13,10 +13,11 @@ from tests.conftest import _load_example
 from tether.core import ManualClock, NotFoundError
 from tether.core.hashing import sha256_bytes
 from tether.monitor import baseline as baseline_mod
+from tether.monitor.assessment import assess, holm
 from tether.monitor.config import SECONDS_PER_30_DAYS, MinShift, MonitorConfig
 from tether.monitor.live import LiveProfiler
 from tether.monitor.profile import CategoricalProfile, DatasetProfile, NumericProfile
-from tether.monitor.watch import Watch, assess, holm
+from tether.monitor.watch import Watch
 from tether.registry import Registry
 from tether.store import is_immutability_violation
 

@@ -13,11 +13,12 @@ import pandas as pd
 from scipy.stats import beta, binom, norm
 
 from tether.gate import bootstrap as bs
+from tether.gate import fairness
 from tether.gate.delong import delong
 from tether.gate.mcnemar import mcnemar
 from tether.gate.metrics import BINARY, REGRESSION, multiclass_value, threshold_at_recall
-from tether.gate.results import TestResult
-from tether.gate.spec import FairnessSpec, GateSpec, MetricSpec
+from tether.gate.results import TestResult, allowed
+from tether.gate.spec import GateSpec, MetricSpec
 
 MAX_CLASSES = 20
 #: Fewer discordant events than this and a paired rate comparison also needs the exact test (see `_metric`).
@@ -98,7 +99,7 @@ class Evaluation:
                 for ms in sl.metrics:
                     self._metric(ms, mask, scope, "slice")
         for fs in self.spec.fairness:
-            self._fairness(fs)
+            fairness.test(self, fs)
         return self.results
 
     def _slice_masks(self, column: str | None, expr: str | None, label: str) -> list[tuple[str, np.ndarray]]:
@@ -147,7 +148,7 @@ class Evaluation:
                     champ_v,
                     cand_v - champ_v,
                     bs.percentile_interval(diff, self.level),
-                    _allowed(metric.higher_is_better, ms.margin),
+                    allowed(metric.higher_is_better, ms.margin),
                     p_harm=bs.p_at_least(oriented, -ms.margin),
                     p_ok=p_ok,
                     rows=rows,
@@ -328,7 +329,7 @@ class Evaluation:
                     r.auc[1],
                     d,
                     (d - self.z * se, d + self.z * se),
-                    _allowed(True, ms.margin),
+                    allowed(True, ms.margin),
                     p_harm=p_harm,
                     p_ok=p_ok,
                     rows=rows,
@@ -418,65 +419,6 @@ class Evaluation:
         return vals[:, 0], vals[:, 1], float(point[0]), float(point[1])
 
     # -- fairness --------------------------------------------------------------------------------------
-    def _fairness(self, fs: FairnessSpec) -> None:
-        groups = self.frame[fs.attribute].astype(str).to_numpy()
-        values, g_idx, sizes = np.unique(groups, return_inverse=True, return_counts=True)
-        kept = sizes >= fs.min_group_rows
-        if kept.sum() < 2:
-            self.results.append(
-                TestResult(
-                    "fairness",
-                    fs.metric,
-                    fs.attribute,
-                    rows=len(groups),
-                    reason=f"fewer than two groups of {fs.attribute} have {fs.min_group_rows}+ rows",
-                )
-            )
-            return
-        dropped = [str(v) for v, k in zip(values, kept, strict=True) if not k]
-        if dropped:
-            self.notes.append(f"fairness {fs.attribute}: groups {dropped} have fewer than {fs.min_group_rows} rows")
-        remap = -np.ones(len(values), dtype=np.int64)
-        remap[kept] = np.arange(int(kept.sum()))
-        g = remap[g_idx]
-        use = g >= 0
-        G = int(kept.sum())
-        dp = self.champ.decision if self.champ is not None else self.cand.decision
-        code = (
-            g[use] * 8
-            + self.y[use].astype(np.int64) * 4
-            + self.cand.decision[use].astype(np.int64) * 2
-            + dp[use].astype(np.int64)
-        )
-        base = bs.cell_counts(code, G * 8).reshape(G, 8)
-        boot = bs.resample_cells(base.ravel(), self.B, self.rng).reshape(-1, G, 8)
-        diff_fn = _dp_difference if fs.metric == "demographic_parity_difference" else _eo_difference
-        cand_s, cand_v = diff_fn(boot, False), float(diff_fn(base, False))
-        method = f"paired bootstrap, {self.B} resamples"
-        scope = f"{fs.attribute} ({G} groups)"
-        if fs.max is not None:
-            self._bound(
-                "fairness", fs.metric, scope, method, cand_v, cand_s, fs.max, False, f"at most {fs.max}", int(use.sum())
-            )
-        if fs.margin is not None and self.champ is not None:
-            champ_s, champ_v = diff_fn(boot, True), float(diff_fn(base, True))
-            oriented = champ_s - cand_s
-            self.results.append(
-                TestResult(
-                    "fairness",
-                    fs.metric,
-                    scope,
-                    method,
-                    cand_v,
-                    champ_v,
-                    cand_v - champ_v,
-                    bs.percentile_interval(cand_s - champ_s, self.level),
-                    _allowed(False, fs.margin),
-                    p_harm=bs.p_at_least(oriented, -fs.margin),
-                    p_ok=bs.p_at_most(oriented, -fs.margin),
-                    rows=int(use.sum()),
-                )
-            )
 
 
 def _scores(o: Outputs) -> np.ndarray:
@@ -485,47 +427,12 @@ def _scores(o: Outputs) -> np.ndarray:
     return o.score
 
 
-def _allowed(higher: bool, margin: float) -> str:
-    if margin == 0:
-        return "may not be worse than the champion"
-    return f"may {'drop' if higher else 'rise'} at most {margin:g}"
-
-
 def _normal_ps(distance: float, se: float) -> tuple[float, float]:
     """(p_harm, p_ok) for an estimate ``distance`` above a bound with standard error ``se``."""
     if se <= 0:
         return (1.0, 0.0) if distance > 0 else (0.0, 1.0) if distance < 0 else (1.0, 1.0)
     z = distance / se
     return float(norm.cdf(z)), float(norm.sf(z))
-
-
-def _group_rates(c: np.ndarray, champion: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-group positive rate, TPR and FPR from (..., G, 8) cell counts."""
-    flagged = [2, 3, 6, 7] if not champion else [1, 3, 5, 7]
-    tp = [6, 7] if not champion else [5, 7]
-    fp = [2, 3] if not champion else [1, 3]
-    total = c.sum(-1).astype(float)
-    pos = c[..., 4:].sum(-1).astype(float)
-    neg = c[..., :4].sum(-1).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate = c[..., flagged].sum(-1) / total
-        tpr = np.where(pos > 0, c[..., tp].sum(-1) / np.where(pos > 0, pos, 1), np.nan)
-        fpr = np.where(neg > 0, c[..., fp].sum(-1) / np.where(neg > 0, neg, 1), np.nan)
-    return rate, tpr, fpr
-
-
-def _spread(x: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return np.nanmax(x, axis=-1) - np.nanmin(x, axis=-1)
-
-
-def _dp_difference(c: np.ndarray, champion: bool) -> np.ndarray:
-    return _spread(_group_rates(c, champion)[0])
-
-
-def _eo_difference(c: np.ndarray, champion: bool) -> np.ndarray:
-    _, tpr, fpr = _group_rates(c, champion)
-    return np.fmax(_spread(tpr), _spread(fpr))
 
 
 def evaluate(

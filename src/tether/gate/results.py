@@ -115,3 +115,10 @@ def _reason(r: TestResult, alpha: float) -> str:
     else:
         verdict = f"not enough evidence either way ({r.allowed}; p={_fmt(r.p_ok)} > {alpha})"
     return f"{what}: {verdict}"
+
+
+def allowed(higher: bool, margin: float) -> str:
+    """What a test allows, in words, for its report."""
+    if margin == 0:
+        return "may not be worse than the champion"
+    return f"may {'drop' if higher else 'rise'} at most {margin:g}"

@@ -32,11 +32,12 @@ from tether.core.errors import TetherError
 from tether.graders.registry import Graders
 from tether.graders.scores import read
 from tether.monitor import judge_drift, prompt_drift
+from tether.monitor.assessment import json_safe
 from tether.monitor.decay import DecayTest, compare, epoch_alpha
 from tether.monitor.llm_config import LLMEvalConfig
 from tether.monitor.rates import Sums, ppi_mean, rate_of
 from tether.monitor.score_sums import epoch_sums
-from tether.monitor.watch import Anomaly, Watch, json_safe
+from tether.monitor.watch import Anomaly, Watch
 from tether.registry import Registry
 from tether.store.tables import anomalies, routing
 
@@ -162,22 +163,7 @@ class LLMWatch:
             live = self._watched_only(epoch_sums(self.db, model, vid, live_start, now), cfg)
         if now <= base_end:
             status.notes.append(f"{vid[:12]}: baseline forming until {base_end.isoformat(timespec='seconds')}")
-        out = []
-        for key in sorted(set(base) | set(live)):
-            lv = live.get(key, Sums())
-            out.append(
-                compare(
-                    key[0],
-                    key[1],
-                    base.get(key, Sums()),
-                    lv,
-                    min_shift=cfg.decay.min_shift,
-                    alpha=alpha,
-                    min_samples=cfg.decay.min_samples,
-                    errors=lv.errors,
-                )
-            )
-        return out
+        return self._compare(sorted(set(base) | set(live)), base, live, cfg, alpha)
 
     def _versus(
         self,
@@ -187,18 +173,30 @@ class LLMWatch:
         alpha: float,
     ) -> list[DecayTest]:
         old, new = self._watched_only(champion, cfg), self._watched_only(canary, cfg)
+        return self._compare(sorted(set(old) & set(new)), old, new, cfg, alpha)
+
+    @staticmethod
+    def _compare(
+        keys: list[tuple[str, str]],
+        before: dict[tuple[str, str], Sums],
+        after: dict[tuple[str, str], Sums],
+        cfg: LLMEvalConfig,
+        alpha: float,
+    ) -> list[DecayTest]:
+        """One decay test per (metric, grader): ``after`` against ``before`` (absent: no scores)."""
         out = []
-        for key in sorted(set(old) & set(new)):
+        for metric, grader_id in keys:
+            b, a = before.get((metric, grader_id), Sums()), after.get((metric, grader_id), Sums())
             out.append(
                 compare(
-                    key[0],
-                    key[1],
-                    old[key],
-                    new[key],
+                    metric,
+                    grader_id,
+                    b,
+                    a,
                     min_shift=cfg.decay.min_shift,
                     alpha=alpha,
                     min_samples=cfg.decay.min_samples,
-                    errors=new[key].errors,
+                    errors=a.errors,
                 )
             )
         return out

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from tether.monitor.assessment import FeatureStatus, json_safe
 from tether.monitor.profile import CategoricalProfile, NumericProfile
-from tether.monitor.watch import FeatureStatus, VersionStatus, Watch, json_safe
+from tether.monitor.watch import VersionStatus, Watch
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

@@ -32,57 +32,17 @@ from tether.core import InvalidInputError, NotFoundError
 from tether.core.clock import Clock, SystemClock
 from tether.monitor import baseline as baseline_mod
 from tether.monitor.anomaly import Anomaly as Anomaly  # re-exported: callers import it from here
+from tether.monitor.assessment import FeatureStatus, Pair, Test, assess, finite, json_safe, spark_lines
 from tether.monitor.config import SECONDS_PER_30_DAYS, MonitorConfig, read_config
 from tether.monitor.detectors import (
     Finding,
     SliceCusum,
-    categorical_test,
-    ks_sketch_test,
-    mean_shift_test,
-    missing_test,
-    psi,
 )
 from tether.monitor.history import CheckHistory
 from tether.monitor.llm_config import check_graders
-from tether.monitor.profile import CategoricalProfile, DatasetProfile, NumericProfile
+from tether.monitor.profile import DatasetProfile, NumericProfile
 from tether.registry import Registry
 from tether.store.tables import anomalies, anomaly_resolutions, live_profiles, monitor_configs
-
-#: Which minimum shift applies to which test.
-SHIFT_OF = {"welch_z": "mean", "ks": "ks", "chi_square": "categories", "two_proportion": "missing"}
-SPARK_SLICES = 30
-
-
-@dataclass
-class Test:
-    feature: str
-    segment: str
-    finding: Finding
-    min_shift: float
-    adjusted_p: float = 1.0
-    alarm: bool = False
-
-
-@dataclass
-class FeatureStatus:
-    feature: str
-    segment: str
-    kind: str
-    live_rows: int
-    baseline: dict[str, Any]
-    live: dict[str, Any]
-    tests: list[Test]
-    spark: list[float]
-    psi: float | None = None
-    new_categories: list[str] = field(default_factory=list)
-    #: The CUSUM's calibration when it alarmed (threshold, in-control run length, expected delays).
-    sequential: dict[str, Any] | None = None
-    #: The baseline and live profiles compared (for plots).
-    profiles: tuple[Any, Any] | None = field(default=None, repr=False)
-
-    @property
-    def alarm(self) -> bool:
-        return any(t.alarm for t in self.tests)
 
 
 @dataclass
@@ -101,24 +61,6 @@ class VersionStatus:
     #: The whole-population profile of each slice in the window, and the baseline (for the sequential test).
     slices: dict[datetime, DatasetProfile] = field(default_factory=dict, repr=False)
     base: DatasetProfile | None = field(default=None, repr=False)
-
-
-def holm(p_values: list[float], alpha: float) -> tuple[list[bool], list[float]]:
-    """Holm's step-down: which hypotheses are rejected at family-wise level ``alpha``, and adjusted p-values."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    rejected = [False] * m
-    adjusted = [1.0] * m
-    running = 0.0
-    still = True
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-        if still and p_values[i] <= alpha / (m - rank):
-            rejected[i] = True
-        else:
-            still = False
-    return rejected, adjusted
 
 
 class Watch:
@@ -219,7 +161,7 @@ class Watch:
                 model, version_id, config.baseline, since, now, live_rows[""], [], dict(issues), 0.0, 0, note=str(e)
             )
         segments = ["", *sorted(s for s in merged if s and s.split("=", 1)[0] in config.segments)]
-        sparks = _sparks(per_slice)
+        sparks = spark_lines(per_slice)
         pairs: list[Pair] = []
         for seg in segments:
             ref = base.profile if seg == "" else base.segment(*seg.split("=", 1))
@@ -338,12 +280,12 @@ class Watch:
             "feature": t.feature,
             "segment": t.segment,
             "test": f.test,
-            "statistic": _finite(f.statistic) or 0.0,
-            "p_value": _finite(f.p_value),
-            "effect": _finite(f.effect) or 0.0,
+            "statistic": finite(f.statistic) or 0.0,
+            "p_value": finite(f.p_value),
+            "effect": finite(f.effect) or 0.0,
             "min_shift": t.min_shift,
-            "baseline_value": _finite(base_v),
-            "live_value": _finite(live_v),
+            "baseline_value": finite(base_v),
+            "live_value": finite(live_v),
             "live_rows": fs.live_rows,
             "priority": priority,
             "detected_at": now,
@@ -415,124 +357,3 @@ class Watch:
             evidence=row["evidence"],
             resolved_at=resolved_at,
         )
-
-
-def _feature_status(
-    name: str,
-    seg: str,
-    bp: NumericProfile | CategoricalProfile,
-    lp: NumericProfile | CategoricalProfile,
-    config: MonitorConfig,
-    spark: list[float],
-) -> FeatureStatus:
-    shifts = config.min_shift_for(name)
-    n_live = lp.count + lp.missing
-    tests: list[Test] = []
-    enough = n_live >= config.min_rows
-    if isinstance(bp, NumericProfile) and isinstance(lp, NumericProfile):
-        if enough:
-            for f in (missing_test(bp, lp), mean_shift_test(bp, lp), ks_sketch_test(bp, lp)):
-                tests.append(Test(name, seg, f, getattr(shifts, SHIFT_OF[f.test])))
-        return FeatureStatus(
-            name,
-            seg,
-            "numeric",
-            n_live,
-            {
-                "mean": bp.mean,
-                "sd": math.sqrt(bp.variance) if bp.count > 1 else None,
-                "missing": bp.missing_ratio,
-                "p50": bp.quantile(0.5),
-            },
-            {
-                "mean": lp.mean if lp.count else None,
-                "sd": math.sqrt(lp.variance) if lp.count > 1 else None,
-                "missing": lp.missing_ratio,
-                "p50": lp.quantile(0.5) if lp.count else None,
-            },
-            tests,
-            spark,
-            psi(bp, lp) if bp.count and lp.count else None,
-        )
-    if isinstance(bp, CategoricalProfile) and isinstance(lp, CategoricalProfile):
-        if enough:
-            for f in (missing_test(bp, lp), categorical_test(bp, lp)):
-                tests.append(Test(name, seg, f, getattr(shifts, SHIFT_OF[f.test])))
-        top = bp.counts.most_common(1)[0][0] if bp.counts else None
-        return FeatureStatus(
-            name,
-            seg,
-            "categorical",
-            n_live,
-            {
-                "top": top,
-                "top_share": bp.counts[top] / bp.count if top and bp.count else None,
-                "missing": bp.missing_ratio,
-                "categories": len(bp.counts),
-            },
-            {
-                "top_share": lp.counts.get(top, 0) / lp.count if top and lp.count else None,
-                "missing": lp.missing_ratio,
-                "categories": len(lp.counts),
-            },
-            tests,
-            spark,
-            new_categories=sorted(set(lp.counts) - set(bp.counts))[:20],
-        )
-    # The baseline and the live profile disagree on the kind: the feature's type changed.
-    return FeatureStatus(name, seg, "changed type", n_live, {}, {}, [], spark)
-
-
-def _sparks(per_slice: dict[datetime, DatasetProfile]) -> dict[str, list[float]]:
-    """Per feature, the live mean (numeric) or the top category's share, slice by slice."""
-    out: dict[str, list[float]] = {}
-    for start in sorted(per_slice)[-SPARK_SLICES:]:
-        for name, p in per_slice[start].features.items():
-            if isinstance(p, NumericProfile):
-                out.setdefault(name, []).append(p.mean if p.count else math.nan)
-            else:
-                top = p.counts.most_common(1)
-                out.setdefault(name, []).append(top[0][1] / p.count if top and p.count else math.nan)
-    return out
-
-
-Pair = tuple[str, DatasetProfile, DatasetProfile, dict[str, list[float]]]
-
-
-def assess(pairs: list[Pair], config: MonitorConfig) -> tuple[list[FeatureStatus], float, int]:
-    """Test every feature of each (segment, baseline, live, sparklines); Holm across all at the budgeted level.
-
-    Returns the feature statuses (tests marked ``alarm``), the family level used and the number of tests.
-    """
-    statuses: list[FeatureStatus] = []
-    for seg, ref, live, sparks in pairs:
-        for name, lp in live.features.items():
-            bp = ref.features.get(name)
-            if bp is None or (seg and seg.split("=", 1)[0] == name):  # a segment's own column is constant
-                continue
-            fs = _feature_status(name, seg, bp, lp, config, sparks.get(name, []))
-            fs.profiles = (bp, lp)
-            statuses.append(fs)
-    tests = [t for fs in statuses for t in fs.tests]
-    units = len({(fs.feature, fs.segment) for fs in statuses})
-    alpha = config.family_alpha(max(1, units))
-    rejected, adjusted = holm([t.finding.p_value for t in tests], alpha)
-    for t, rej, adj in zip(tests, rejected, adjusted, strict=True):
-        t.adjusted_p = adj
-        t.alarm = rej and t.finding.effect >= t.min_shift
-    return statuses, alpha, len(tests)
-
-
-def _finite(v: float | None) -> float | None:
-    return float(v) if v is not None and math.isfinite(v) else None
-
-
-def json_safe(v: Any) -> Any:
-    """JSON-safe: non-finite floats become null (the database takes strict JSON only)."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [json_safe(x) for x in v]
-    return v

@@ -33,7 +33,7 @@ from tether.registry import policy as policy_ops
 from tether.rollout import evidence
 from tether.rollout.evidence import describe
 from tether.rollout.leader import DeposedError
-from tether.rollout.plan import Plan
+from tether.rollout.plan import Plan, canary_table
 from tether.rollout.record import FULL, Event, Rollout, RolloutReader, StaleRolloutError
 from tether.serving import table as routing_table
 from tether.serving.routing import RoutingTable
@@ -41,19 +41,6 @@ from tether.serving.window import MetricStore, Tally
 from tether.store.tables import rollout_events, rollouts
 
 log = logging.getLogger("tether.rollout")
-
-
-def canary_table(model: str, champion: str, candidate: str, plan: Plan, step: int, rollout_id: int) -> RoutingTable:
-    """The routing of a canary step: the rollout's own salt (a new cohort for every rollout, the same through its
-    steps so cohorts nest) and, with the latency mirror on, the share of champion requests copied to the canary
-    that makes both instances serve the same rate: m = (1 - 2c) / (1 - c) for a canary share c under 50%."""
-    bp = plan.bp(step)
-    c = bp / FULL
-    g = plan.guardrails.latency_p99
-    mirror = round(FULL * (1 - 2 * c) / (1 - c)) if g is not None and g.mirror and c < 0.5 else 0
-    return RoutingTable(
-        model, champion=champion, canary=candidate, canary_bp=bp, salt=f"{model}/rollout-{rollout_id}", mirror_bp=mirror
-    )
 
 
 class Controller(RolloutReader):
@@ -197,13 +184,7 @@ class Controller(RolloutReader):
         return evidence.evaluate(self.metrics, ro, until)
 
     def _evidence(self, ro: Rollout, comps: dict[str, Comparison], new: Tally, old: Tally) -> dict[str, Any]:
-        return {
-            "guardrails": {k: c.to_json() for k, c in comps.items()},
-            "candidate": new.to_json(),
-            "champion": old.to_json(),
-            "window_seconds": (self.clock.now() - ro.step_started_at).total_seconds(),
-            "policy": ro.plan.model_dump(mode="json"),
-        }
+        return evidence.snapshot(ro, comps, new, old, self.clock.now())
 
     def observed(self, ro: Rollout) -> float:
         """Seconds of the current step this controller has watched so far (read only: what `_observed` has
@@ -510,21 +491,6 @@ class Controller(RolloutReader):
         """Copy ``percent`` of a model's traffic to a diagnostic version (responses never change)."""
         if not 0 <= percent <= 100:
             raise InvalidInputError(f"shadow share must be within 0..100 percent, got {percent}")
+        shadow_id = self.registry.get(ref).id if ref else None
         with self.db.begin() as conn:
-            current = routing_table.read(conn, model)
-            if current is None:
-                raise NotFoundError(f"{model} is not deployed", hint=f"tether deploy {model} VERSION")
-            table, _ = current
-            shadow_id = self.registry.get(ref).id if ref else None
-            new = RoutingTable(
-                model,
-                table.champion,
-                table.canary,
-                table.canary_bp,
-                shadow_id,
-                round(percent * 100) if shadow_id else 0,
-                table.salt,
-                table.mirror_bp,
-            )
-            routing_table.write(conn, new, self.clock.now())
-            return new
+            return routing_table.set_shadow(conn, model, shadow_id, round(percent * 100), self.clock.now())

@@ -7,6 +7,7 @@ over the whole rollout is at most the plan's alpha (union bound; see docs/rollou
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from tether.monitor.sequential import Comparison, bound_rate, compare_rates
 from tether.rollout.record import Rollout
@@ -92,3 +93,14 @@ def describe(name: str, c: Comparison) -> str:
         f"(difference in [{c.lower:+.4f}, {c.upper:+.4f}], allowed {c.margin:+.4f}; "
         f"n={c.canary_n}/{c.champion_n})"
     )
+
+
+def snapshot(ro: Rollout, comps: dict[str, Comparison], new: Tally, old: Tally, now: datetime) -> dict[str, Any]:
+    """What a decision records as its evidence: every guardrail's comparison, both arms' tallies, the window."""
+    return {
+        "guardrails": {k: c.to_json() for k, c in comps.items()},
+        "candidate": new.to_json(),
+        "champion": old.to_json(),
+        "window_seconds": (now - ro.step_started_at).total_seconds(),
+        "policy": ro.plan.model_dump(mode="json"),
+    }

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tether.core.durations import MAX_SECONDS
 from tether.core.errors import InvalidInputError, validation_problems
+from tether.serving.routing import RoutingTable
 
 
 class _Strict(BaseModel):
@@ -93,6 +94,10 @@ class Plan(_Strict):
         return round(self.steps[step_index] * 100)
 
 
+#: A whole model's traffic, in basis points (routing shares are integers of 1/10,000).
+FULL = 10_000
+
+
 def load_plan(source: str | Path | dict[str, Any] | None) -> Plan:
     if source is None:
         return Plan()
@@ -108,3 +113,16 @@ def load_plan(source: str | Path | dict[str, Any] | None) -> Plan:
     except ValidationError as e:
         problems = validation_problems(e, top="plan")
         raise InvalidInputError(f"invalid rollout plan: {problems}", hint="see docs/rollout.md") from None
+
+
+def canary_table(model: str, champion: str, candidate: str, plan: Plan, step: int, rollout_id: int) -> RoutingTable:
+    """The routing of a canary step: the rollout's own salt (a new cohort for every rollout, the same through its
+    steps so cohorts nest) and, with the latency mirror on, the share of champion requests copied to the canary
+    that makes both instances serve the same rate: m = (1 - 2c) / (1 - c) for a canary share c under 50%."""
+    bp = plan.bp(step)
+    c = bp / FULL
+    g = plan.guardrails.latency_p99
+    mirror = round(FULL * (1 - 2 * c) / (1 - c)) if g is not None and g.mirror and c < 0.5 else 0
+    return RoutingTable(
+        model, champion=champion, canary=candidate, canary_bp=bp, salt=f"{model}/rollout-{rollout_id}", mirror_bp=mirror
+    )

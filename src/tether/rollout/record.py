@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from tether.core.errors import ConflictError, NotFoundError
+from tether.rollout.plan import FULL as FULL  # re-exported: a whole model's traffic in basis points
 from tether.rollout.plan import Plan
 from tether.store.database import Database
 from tether.store.tables import rollout_events, rollouts
 
 ACTIVE = ("running", "paused", "watching")
-FULL = 10_000
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from tether.core.clock import Clock, SystemClock
 from tether.core.ids import TraceIdGenerator
 from tether.monitor.live import LiveProfiler
 from tether.registry import Registry
+from tether.serving import feedback
 from tether.serving import table as routing_table
 from tether.serving.auth import ApiKey, KeyRing
 from tether.serving.contract import InputValidator
@@ -100,7 +101,7 @@ class Gateway:
         self.metrics_extra: Callable[[], list[str]] | None = None
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._errors])
         self.app.router.add_post("/v1/models/{name}/predict", self.predict, expect_handler=self.expect)
-        self.app.router.add_post("/v1/feedback", self.feedback, expect_handler=self.expect)
+        self.app.router.add_post("/v1/feedback", functools.partial(feedback.labels, self), expect_handler=self.expect)
         self.app.router.add_get("/metrics", self.prometheus)
         self.app.router.add_get("/healthz", self.health)
         self.app.on_cleanup.append(self._close)
@@ -433,35 +434,6 @@ class Gateway:
     def _remember(self, trace: str, model: str, version: str, arm: str, at: datetime, outputs: bytes) -> None:
         # The raw answer is kept and decoded only if feedback arrives (most predictions never get a label).
         self.traces.remember(trace, (model, version, arm, at, outputs))
-
-    async def feedback(self, request: web.Request) -> web.Response:
-        if (denied := self._deny(request, "predict")) is not None:
-            return denied
-        usage = 'send {"trace_id": "<X-Tether-Trace of the prediction>", "labels": [0 or 1, ...]}'
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as e:
-            return _error(400, f"malformed JSON: {e}; {usage}")
-        if not isinstance(body, dict) or "trace_id" not in body or "labels" not in body:
-            return _error(400, f"missing trace_id or labels; {usage}")
-        trace, labels = body["trace_id"], body["labels"]
-        if not isinstance(trace, str) or not 0 < len(trace) <= 64:
-            return _error(400, f"trace_id must be a string of 1 to 64 characters, got {type(trace).__name__}; {usage}")
-        if not isinstance(labels, list) or not all(
-            isinstance(x, bool) or (isinstance(x, int) and x in (0, 1)) for x in labels
-        ):
-            return _error(400, f"labels must be a list of 0/1 (or true/false); {usage}")
-        known = self.traces.get(trace)
-        if known is None:
-            return _error(404, f"unknown or expired trace id {trace!r} ({self.traces.describe()})")
-        model, version, arm, at, raw = known
-        decisions = [o.get("prediction") if isinstance(o, dict) else None for o in orjson.loads(raw)["outputs"]]
-        if len(labels) != len(decisions):
-            return _error(422, f"trace {trace} has {len(decisions)} predictions; send as many labels")
-        self.metrics.record_labels(
-            model, version, arm, at, [int(bool(d)) for d in decisions], [int(bool(x)) for x in labels]
-        )
-        return web.json_response({"trace_id": trace, "labelled": len(labels)})
 
     async def health(self, _request: web.Request) -> web.Response:
         """200 once every deployed model's champion has a running instance and the warm-up is done; 503

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from tether.core.errors import NotFoundError
 from tether.serving.routing import RoutingTable
 from tether.store.tables import endpoints, routing
 
@@ -73,3 +74,23 @@ def write_endpoint(conn: Connection, version_id: str, url: str, protocol: str, m
 
 def remove_endpoint(conn: Connection, version_id: str) -> bool:
     return bool(conn.execute(delete(endpoints).where(endpoints.c.version_id == version_id)).rowcount)
+
+
+def set_shadow(conn: Connection, model: str, shadow_id: str | None, bp: int, at: datetime) -> RoutingTable:
+    """Copy ``bp`` basis points of ``model``'s traffic to ``shadow_id`` (None: no shadow), the rest unchanged."""
+    current = read(conn, model)
+    if current is None:
+        raise NotFoundError(f"{model} is not deployed", hint=f"tether deploy {model} VERSION")
+    table, _ = current
+    new = RoutingTable(
+        model,
+        table.champion,
+        table.canary,
+        table.canary_bp,
+        shadow_id,
+        bp if shadow_id else 0,
+        table.salt,
+        table.mirror_bp,
+    )
+    write(conn, new, at)
+    return new
