@@ -257,3 +257,27 @@ def test_rates_carry_intervals_and_a_judge_share_gets_a_prediction_powered_estim
     assert judge_only["n"] == 60 and judge_only["low"] < judge_only["estimate"] < judge_only["high"]
     assert ppi["low"] <= 4 / 6 <= ppi["high"]  # the cheap grader is biased by +0.2; PPI corrects it
     assert (ppi["high"] - ppi["low"]) < (judge_only["high"] - judge_only["low"])
+
+
+def test_a_medium_decay_that_grows_is_escalated_once_to_high(served):
+    reg, v1, _ = served
+    configure(reg, decay={"min_shift": 0.05})
+    checks = Graders(reg.store).register(GraderSpec.parse({"name": "tether-checks", "kind": "checks"}))[0]
+    rng = np.random.default_rng(3)
+    scores(reg, v1.id, checks.id, "schema_valid", [1] * 300, START, seed_trace="b")
+    live = datetime(2026, 3, 2, 1, 0, 30, tzinfo=UTC)
+    # 8% of answers break the schema: beyond the 0.05 that matters, under twice it: medium.
+    scores(reg, v1.id, checks.id, "schema_valid", (rng.random(3000) >= 0.08).astype(int), live, seed_trace="m")
+    clock = ManualClock(START + timedelta(hours=1, minutes=55))
+    watch = LLMWatch(reg, clock=clock)
+    first = watch.check("helpdesk")
+    assert [(a.test, a.priority) for a in first] == [("decay", "medium")], [a.describe() for a in first]
+    assert watch.check("helpdesk") == []
+    # It gets worse within the epoch: a high-priority anomaly naming the medium one, once.
+    later = live + timedelta(minutes=50)
+    scores(reg, v1.id, checks.id, "schema_valid", (rng.random(3000) >= 0.30).astype(int), later, seed_trace="h")
+    clock.advance(240)
+    grown = watch.check("helpdesk")
+    assert [(a.test, a.priority) for a in grown] == [("decay", "high")]
+    assert grown[0].evidence["escalates"] == first[0].id
+    assert watch.check("helpdesk") == []

@@ -224,3 +224,22 @@ def test_at_the_default_budget_a_quarter_sd_age_shift_is_found_within_a_bounded_
         assert not any(fs.alarm for fs in statuses)
     # (z_{alpha/(2m)} / 0.25)^2 with alpha ~2.3e-5 over 16 tests: about 390 rows; allow twice that.
     assert np.median(found_at) <= 800, found_at
+
+
+def test_a_medium_anomaly_whose_shift_grows_is_escalated_once_to_high(watched):
+    reg, v1, profiler, watch, clock = watched
+    _play(profiler, clock, v1, _records(3000, seed=21))
+    assert watch.check("fraud") == []
+    # A mild shift (about 0.15 sd of age): found, above the minimum shift, but medium priority (under twice it).
+    _play(profiler, clock, v1, _records(3000, seed=22, age_shift=-2.25))
+    mild = [a for a in watch.check("fraud") if a.feature == "customer_age" and a.test == "welch_z"]
+    assert [a.priority for a in mild] == ["medium"], [a.describe() for a in mild]
+    _play(profiler, clock, v1, _records(3000, seed=23, age_shift=-2.25))
+    assert not [a for a in watch.check("fraud") if a.test == "welch_z"]  # the same shift: still the open one
+    # The shift grows: the open medium anomaly does not keep the high-priority actions from acting.
+    _play(profiler, clock, v1, _records(3000, seed=24, age_shift=-12))
+    grown = [a for a in watch.check("fraud") if a.feature == "customer_age" and a.test == "welch_z"]
+    assert [a.priority for a in grown] == ["high"] and grown[0].evidence["escalates"] == mild[0].id
+    assert not [a for a in watch.check("fraud") if a.test == "welch_z"]  # once
+    open_now = {a.id for a in watch.anomalies("fraud", open_only=True)}
+    assert {mild[0].id, grown[0].id} <= open_now  # the trail keeps both sightings

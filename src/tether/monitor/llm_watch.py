@@ -277,15 +277,23 @@ class LLMWatch:
         status = self.evaluate(model, now=now, prompts=prompts)
         if status.champion is None:
             return []
-        open_ = {(a.version_id, a.feature, a.segment, a.test) for a in self.watch.anomalies(model, open_only=True)}
+        open_: dict[tuple[str, str, str, str], Anomaly] = {}
+        for a in self.watch.anomalies(model, open_only=True):
+            key = (a.version_id, a.feature, a.segment, a.test)
+            if key not in open_ or a.priority == "high":
+                open_[key] = a
         new: list[Anomaly] = []
 
         def record(version: str, feature: str, segment: str, test: str, **row: Any) -> None:
+            """Once per open (version, feature, segment, test); a medium one grown to high is escalated."""
             key = (version, feature, segment, test)
-            if key in open_:
+            was = open_.get(key)
+            if was is not None and (was.priority == "high" or _priority(row) != "high"):
                 return
-            open_.add(key)
-            new.append(self._record(model, version, feature, segment, test, now, **row))
+            if was is not None:
+                row["evidence"] = {**row["evidence"], "escalates": was.id}
+            open_[key] = self._record(model, version, feature, segment, test, now, **row)
+            new.append(open_[key])
 
         for vid, tests in status.decay.items():
             for d in tests:
@@ -407,7 +415,7 @@ class LLMWatch:
             "baseline_value": row["baseline_value"],
             "live_value": row["live_value"],
             "live_rows": int(row["live_rows"]),
-            "priority": "high" if effect >= 2 * min_shift else "medium",
+            "priority": _priority(row),
             "detected_at": now,
             "evidence": json_safe(row["evidence"]),
         }
@@ -416,3 +424,8 @@ class LLMWatch:
                 self.watch.fence(conn)
             aid = conn.execute(insert(anomalies).values(**values)).inserted_primary_key[0]  # type: ignore[index]
         return Watch._anomaly({**values, "id": aid}, None)
+
+
+def _priority(row: dict[str, Any]) -> str:
+    """High when the effect is at least twice the smallest change that matters (as the drift watch's default)."""
+    return "high" if float(row["effect"]) >= 2 * float(row["min_shift"]) else "medium"

@@ -186,29 +186,36 @@ class Watch:
 
     # -- anomalies -----------------------------------------------------------------------------------------
     def check(self, model: str, *, now: datetime | None = None) -> list[Anomaly]:
-        """Evaluate, and record each new alarm as an anomaly (one open anomaly per version/feature/segment/test)."""
+        """Evaluate, and record each new alarm as an anomaly: one open anomaly per version/feature/segment/test,
+        except that a medium-priority one whose effect has since grown to high priority is escalated (a new,
+        high-priority anomaly naming it), so the actions that wait for high priority are not kept from acting
+        by the first, milder sighting of the same shift."""
         config = self.config(model)
         if not config.enabled:
             return []
         now = now or self.clock.now()
-        open_ = {(a.version_id, a.feature, a.segment, a.test) for a in self.anomalies(model, open_only=True)}
+        open_: dict[tuple[str, str, str, str], Anomaly] = {}
+        for a in self.anomalies(model, open_only=True):
+            key = (a.version_id, a.feature, a.segment, a.test)
+            if key not in open_ or a.priority == "high":
+                open_[key] = a
         new: list[Anomaly] = []
         versions = self.evaluate(model, now=now, config=config)
         self.history.record(model, now, versions)
         for vs in versions:
-            for fs in vs.features:
-                for t in fs.tests:
-                    key = (vs.version_id, t.feature, t.segment, t.finding.test)
-                    if not t.alarm or key in open_:
-                        continue
-                    open_.add(key)
-                    new.append(self._record(model, vs, fs, t, config, now))
-            for fs, t in self._sequential(vs, config):
+            alarms = [(fs, t) for fs in vs.features for t in fs.tests if t.alarm]
+            for fs, t in alarms + self._sequential(vs, config):
                 key = (vs.version_id, t.feature, t.segment, t.finding.test)
-                if key not in open_:
-                    open_.add(key)
-                    new.append(self._record(model, vs, fs, t, config, now))
+                was = open_.get(key)
+                if was is not None and (was.priority == "high" or self._priority(t, config) != "high"):
+                    continue
+                open_[key] = self._record(model, vs, fs, t, config, now, escalates=was.id if was else None)
+                new.append(open_[key])
         return new
+
+    @staticmethod
+    def _priority(t: Test, config: MonitorConfig) -> str:
+        return "high" if t.finding.effect >= config.high_priority_factor * t.min_shift else "medium"
 
     def _sequential(self, vs: VersionStatus, config: MonitorConfig) -> list[tuple[FeatureStatus, Test]]:
         """Feed the slices this process has not seen yet to each numeric feature's CUSUM; return its alarms.
@@ -256,10 +263,17 @@ class Watch:
         return out
 
     def _record(
-        self, model: str, vs: VersionStatus, fs: FeatureStatus, t: Test, config: MonitorConfig, now: datetime
+        self,
+        model: str,
+        vs: VersionStatus,
+        fs: FeatureStatus,
+        t: Test,
+        config: MonitorConfig,
+        now: datetime,
+        escalates: int | None = None,
     ) -> Anomaly:
         f = t.finding
-        priority = "high" if f.effect >= config.high_priority_factor * t.min_shift else "medium"
+        priority = self._priority(t, config)
         base_v, live_v = f.baseline, f.live
         evidence = {
             "adjusted_p": t.adjusted_p,
@@ -273,6 +287,7 @@ class Watch:
             "new_categories": fs.new_categories,
             "issues": vs.issues,
             "sequential": fs.sequential if f.test == "cusum_mean" else None,
+            "escalates": escalates,  # the open medium-priority anomaly of the same test this one supersedes
         }
         row = {
             "model_name": model,
