@@ -283,7 +283,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def instance_pids(home: Path) -> list[int]:
-    """Model instance processes still running for the store at ``home`` (read from /proc)."""
+    """Model instance and pooled worker processes still running for the store at ``home`` (read from /proc)."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -291,7 +291,7 @@ def instance_pids(home: Path) -> list[int]:
             env = (proc / "environ").read_bytes()
         except OSError:
             continue
-        worker = b"tether.serving.worker" in cmd or b"tether.llm.worker" in cmd
+        worker = any(m in cmd for m in (b"tether.serving.worker", b"tether.serving.pool_worker", b"tether.llm.worker"))
         if worker and f"TETHER_HOME={Path(home).absolute()}".encode() in env:
             found.append(int(proc.name))
     return found

@@ -101,7 +101,7 @@ def test_roles_errors_pages_and_filters_over_http(store):
         out["version"] = await call("GET", f"/v1/registry/versions/{v2.ref}", "viewer")
         out["reproduce"] = await call("GET", f"/v1/registry/versions/{v1.ref}/reproduce", "viewer")
         out["limit0"] = await call("GET", "/v1/registry/models?limit=0", "viewer")
-        out["offset"] = await call("GET", "/v1/registry/models?offset=-3", "viewer")
+        out["offset"] = await call("GET", "/v1/registry/models/fraud/versions?offset=-3", "viewer")
         out["unknown"] = await call("GET", "/v1/registry/versions/fraud/99", "viewer")
         out["viewer_start"] = await call("POST", "/v1/rollouts/fraud", "viewer", json={"candidate": v2.ref})
         out["ungated"] = await call("POST", "/v1/rollouts/fraud", "deployer", json={"candidate": v2.ref})

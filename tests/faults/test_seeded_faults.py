@@ -152,7 +152,8 @@ async def _drive(fleet, reg, ctrl, v2, records, plan, pg, redis, answered, struc
                 await asyncio.to_thread(redis.restart)
             elif fault == "kill_instance":
                 champion = (await asyncio.to_thread(reg.get, "fraud@champion")).id
-                pids = [p for p in instance_pids(home) if _serves(p, champion)]
+                running = instance_pids(home)
+                pids = [p for p in running if _serves(p, champion, running)]
                 assert pids, "no instance of the champion to kill"
                 for pid in pids:
                     os.kill(pid, signal.SIGKILL)
@@ -193,9 +194,20 @@ def _latest(ctrl):
         return None
 
 
-def _serves(pid: int, version_id: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return version_id.encode() in f.read()
-    except OSError:
-        return False
+def _serves(pid: int, version_id: str, running: list[int]) -> bool:
+    """Whether process ``pid`` serves the version: an instance of its own names it; a pooled worker holds it when
+    placement puts it on that worker's slot."""
+    from tether.serving.placement import place
+
+    def cmdline(p: int) -> list[bytes]:
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                return f.read().split(b"\0")
+        except OSError:
+            return []
+
+    args = cmdline(pid)
+    if b"tether.serving.pool_worker" not in args:
+        return version_id.encode() in args
+    slots = [int(a[a.index(b"--slot") + 1]) for p in running if b"--slot" in (a := cmdline(p))]
+    return place(version_id, sorted(set(slots))) == int(args[args.index(b"--slot") + 1])

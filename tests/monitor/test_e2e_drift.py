@@ -160,7 +160,7 @@ def test_a_high_priority_anomaly_holds_or_rolls_back_a_running_rollout(settings,
             server = Server(settings, port=0, auth=False)
             server.gateway.refresh_routing()
             try:
-                return server.act("fraud", [_fake_anomaly(v1.id)])  # as the monitor loop calls it
+                return server.drift.act("fraud", [_fake_anomaly(v1.id)])  # as the monitor loop calls it
             finally:
                 await server.runtime.close()
                 server.registry.close()

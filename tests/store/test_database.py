@@ -84,6 +84,10 @@ MUTABLE = {
     "leases",
     "metric_slices",
     "replicas",
+    "changes",  # counters moved by triggers (migration 0013)
+    "placements",  # each change is also a deployment event (insert-only)
+    "model_info",  # owner, description, age policy: what a team edits
+    "model_tags",
 }
 
 
@@ -104,3 +108,14 @@ def test_every_insert_only_table_refuses_update_delete_and_truncate(backend_sett
             with pytest.raises(Exception, match="rows are immutable"), db.begin() as conn:
                 conn.execute(text(f"TRUNCATE {t} CASCADE"))
     db.dispose()
+
+
+def test_the_head_revision_is_alembics_own():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from tether.store.database import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert Database.head_revision() == ScriptDirectory.from_config(cfg).get_current_head()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from tether.api import audit, gate, keys, llm, monitor, problems, registry, rollout
+from tether.api import audit, catalog, gate, keys, llm, monitor, problems, registry, rollout
 
 if TYPE_CHECKING:
     from tether.api.server import Server
@@ -31,7 +31,7 @@ The data plane (`POST /v1/models/{name}/predict`, `POST /v1/feedback`, `POST /v1
 
 
 #: The control plane's routes, one router per domain package (as the CLI has a module per command group).
-ROUTERS = [m.router for m in (registry, gate, rollout, monitor, llm, audit, keys)]
+ROUTERS = [m.router for m in (catalog, registry, gate, rollout, monitor, llm, audit, keys)]
 
 
 def control_app(server: Server) -> FastAPI:

@@ -69,14 +69,16 @@ class LLMEvals:
         done: list[str] = []
         for a in new:
             log.warning("LLM anomaly %s on %s: %s", a.id, model, a.describe())
-        done += server.notify(config.actions.webhook, "llm_anomaly", new)
+        done += server.drift.notify(config.actions.webhook, "llm_anomaly", new)
         acting = [a for a in new if a.test in APPLICATION_TESTS]
         if not acting:
             return done
         why = f"LLM anomaly {acting[0].id}: {acting[0].describe()}"
         loop = asyncio.get_running_loop()
         try:
-            steered = await loop.run_in_executor(None, server.steer_rollout, model, actions.rollout, why, "llm-watch")
+            steered = await loop.run_in_executor(
+                None, server.drift.steer_rollout, model, actions.rollout, why, "llm-watch"
+            )
             done += steered
             running = (ro := server.controller.latest(model)) is not None and ro.state == "running"
             if not steered and not running and actions.alias_rollback and any(a.test == "decay" for a in acting):
@@ -89,7 +91,7 @@ class LLMEvals:
                         ),
                     )
                     done.append(f"champion rolled back to {previous[:12]}")
-            done += await loop.run_in_executor(None, server.shadow_to, model, config.actions.shadow)
+            done += await loop.run_in_executor(None, server.drift.shadow_to, model, config.actions.shadow)
             if actions.quarantine_cache:
                 for vid in sorted({a.version_id for a in acting if a.test != "mmd"}):
                     n = server.llm.caches.invalidate(vid)

@@ -30,6 +30,11 @@ class ModelOut(BaseModel):
     aliases: dict[str, str]
     rollout: dict[str, Any] | None
     problems: list[str]
+    owner: str | None
+    tags: list[str]
+    stage: str = Field(description="serving, retired, or registered (never deployed).")
+    champion_since: datetime | None
+    open_anomalies: int
 
 
 class VersionOut(BaseModel):
@@ -88,11 +93,6 @@ class Reproduce(BaseModel):
     what: str
     commit: str | None
     repo_url: str | None
-
-
-@router.get("/models", summary="Every model with its champion, other aliases and latest rollout")
-def list_models(server: Srv, limit: Limit = 50, offset: Offset = 0, _: Caller = need("read")) -> Page[ModelOut]:
-    return page([ModelOut(**m.to_json()) for m in catalog.models(server.registry)], limit, offset)
 
 
 @router.get("/models/{name}/versions", summary="A model's versions, newest first, by alias, metric or time")

@@ -125,10 +125,8 @@ class Replica:
             return
 
         def changed(table: str | None) -> None:
-            if table in (None, "routing", "endpoints"):
-                loop.call_soon_threadsafe(self.server.refresh_safely)
-            if table in (None, "api_keys"):
-                self.server.refresh_keys_soon()
+            # Whatever changed, the counters say what to read (`tether.api.changes`).
+            loop.call_soon_threadsafe(self.server.refresh_safely)
 
         self.listener = ChangeListener(self.db.url, changed)
         self.listener.start()
@@ -320,6 +318,9 @@ class Replica:
                 else f"each budget held to 1/{self.server.settings.gateway_replicas} on this replica",
                 "caches": "misses (answers come from the model)",
             }
+        pool = self.server.runtime.pool
+        if pool is not None and self.serves:
+            out["pool"] = pool.health()
         if self.publisher is not None and self.publisher.withhold:
             out["clock"] = {
                 "state": "skewed",
@@ -358,4 +359,17 @@ class Replica:
                 lines += ["# TYPE tether_clock_skew_seconds gauge", f"tether_clock_skew_seconds {self.clock_skew:.4f}"]
         if self.listener is not None:
             lines += ["# TYPE tether_listen_connected gauge", f"tether_listen_connected {int(self.listener.connected)}"]
+        pool = self.server.runtime.pool
+        if pool is not None and self.serves:
+            lines += pool.prometheus()
+        gw = self.server.gateway
+        lines += ["# TYPE tether_cold_loads_total counter"]
+        lines += [f'tether_cold_loads_total{{model="{m}"}} {n}' for m, n in sorted(gw.cold_loads.items())]
+        if gw.cold_load_seconds.count:
+            lines += ["# TYPE tether_cold_load_seconds summary"]
+            lines += [
+                f'tether_cold_load_seconds{{quantile="{q}"}} {gw.cold_load_seconds.quantile(q):.6f}'
+                for q in (0.5, 0.99)
+            ]
+            lines.append(f"tether_cold_load_seconds_count {gw.cold_load_seconds.count}")
         return lines

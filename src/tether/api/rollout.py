@@ -175,6 +175,61 @@ def deploy(server: Srv, name: str, body: DeployIn, caller: Caller = need("deploy
     return {"model": name, "champion": vid}
 
 
+class PlacementIn(BaseModel):
+    placement: Literal["alone", "pooled", "default"] = Field(
+        description="alone: an instance of its own whatever its role; pooled: in the pool even as a canary or a "
+        "shadow; default: canaries and shadows alone, champions pooled."
+    )
+    reason: str = Field(min_length=1, description="Why (recorded on the audit trail).")
+
+
+class DeploymentEventOut(BaseModel):
+    id: int
+    model: str
+    kind: str
+    version: str | None
+    actor: str
+    reason: str
+    at: datetime
+    detail: dict[str, Any]
+
+
+@router.delete("/deployments/{name}", summary="Retire a model: stop serving it (its history stays)")
+def retire(server: Srv, name: str, body: Reason, caller: Caller = need("deploy")) -> dict[str, Any]:
+    table = server.controller.deployments.retire(name, reason=body.reason, actor=caller.name)
+    server.refresh_soon()
+    return {"model": name, "retired": True, "champion": table.champion}
+
+
+@router.put("/deployments/versions/{ref:path}/placement", summary="Run a version alone, pooled, or by default")
+def placement(server: Srv, ref: str, body: PlacementIn, caller: Caller = need("deploy")) -> dict[str, Any]:
+    alone = {"alone": True, "pooled": False, "default": None}[body.placement]
+    vid = server.controller.deployments.isolate(ref, alone, reason=body.reason, actor=caller.name)
+    server.refresh_soon()
+    return {"version": vid, "placement": body.placement}
+
+
+@router.get("/deployments/{name}/events", summary="A model's deployment events, newest first")
+def deployment_events(
+    server: Srv, name: str, limit: Limit = 50, offset: Offset = 0, _: Caller = need("read")
+) -> Page[DeploymentEventOut]:
+    events = server.controller.deployments.events(name, limit=offset + limit)
+    out = [
+        DeploymentEventOut(
+            id=e.id,
+            model=e.model,
+            kind=e.kind,
+            version=e.version_id,
+            actor=e.actor,
+            reason=e.reason,
+            at=e.at,
+            detail=e.detail,
+        )
+        for e in events
+    ]
+    return page(out, limit, offset)
+
+
 def _needs_admin(caller: Caller, what: str) -> None:
     from tether.api.problems import Refused
 

@@ -14,7 +14,19 @@ import pyarrow as pa
 from tether.audit.merkle import LEAF
 from tether.core import InvalidInputError
 
-KINDS = ("prediction", "llm", "version", "policy", "alias", "gate", "rollout", "anomaly", "cache", "score")
+KINDS = (
+    "prediction",
+    "llm",
+    "version",
+    "policy",
+    "alias",
+    "gate",
+    "rollout",
+    "deployment",
+    "anomaly",
+    "cache",
+    "score",
+)
 FIELDS = (
     "kind",
     "trace_id",

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from tether.cli import audit, gate, keys, llm, llm_evals, monitor, registry, rollout
+from tether.cli import audit, catalog, gate, keys, llm, llm_evals, monitor, registry, rollout
 from tether.cli.common import State, settings
 from tether.cli.output import console, err_console
 from tether.core import InvalidInputError, TetherError
@@ -27,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (*registry.COMMANDS, *rollout.COMMANDS):
+for command in (*registry.COMMANDS, *catalog.COMMANDS, *rollout.COMMANDS):
     app.command()(command)
 app.add_typer(registry.alias_app, name="alias")
 app.add_typer(gate.gate_app, name="gate")

@@ -116,16 +116,37 @@ def register(
 
 def versions(
     name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Only versions with this training metric (e.g. auc).")] = None,
+    metric_min: Annotated[float | None, typer.Option("--min", help="The metric at least this.")] = None,
+    metric_max: Annotated[float | None, typer.Option("--max", help="The metric at most this.")] = None,
+    after: Annotated[
+        str | None, typer.Option(help="Across models: start after this NAME/NUMBER (the previous page's next).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Across models: versions per page.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List registered versions with their aliases; each row is checked against its id first.
 
     A version whose row was changed is left out, and it and any deleted version are named on stderr (exit 1).
+    With --metric and no NAME, versions of every model are searched by that metric, a page at a time.
 
     Example: tether versions fraud
+    Example: tether versions --metric auc --min 0.9
     """
+    from tether.registry import catalog
+
+    nxt = None
     with registry() as reg:
-        vs, problems = reg.check_versions(name)
+        if name is None and (metric is not None or after is not None):
+            vs, nxt = catalog.search_versions(
+                reg, metric=metric, metric_min=metric_min, metric_max=metric_max, after=after, limit=limit
+            )
+            problems: list[str] = []
+        elif metric is not None:
+            vs = catalog.find_versions(reg, name or "", metric=metric, metric_min=metric_min, metric_max=metric_max)
+            problems = []
+        else:
+            vs, problems = reg.check_versions(name)
     for p in problems:
         err_console.print(f"[red]integrity:[/red] {p}", highlight=False, soft_wrap=True)
     if as_json:
@@ -152,7 +173,10 @@ def versions(
             shown,
             f"{v.created_at:%Y-%m-%d %H:%M}",
         )
-    console.print(t if vs else "no versions registered yet; see 'tether register --help'")
+    empty = "no version matches" if metric or after else "no versions registered yet; see 'tether register --help'"
+    console.print(t if vs else empty)
+    if nxt:
+        console.print(f"next page: --after {nxt}")
 
 
 def show(

@@ -267,4 +267,57 @@ def endpoint_remove(version: Annotated[str, typer.Argument(help="The version.")]
 
 
 #: Top-level commands of this group, registered on the root app by tether.cli.app.
-COMMANDS = [deploy]
+def retire(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the audit trail).")],
+) -> None:
+    """Stop serving a model: no gateway routes to it any more, and its instances stop. Its versions and history
+    stay in the registry; deploy it again to serve it.
+
+    Example: tether retire fraud-legacy --reason "replaced by fraud-v2"
+    """
+    with controller() as c:
+        table = c.deployments.retire(name, reason=reason)
+    console.print(f"{name}: retired (it served {short(table.champion)}; tether serve stops its instances)")
+
+
+def isolate(
+    version: Annotated[str, typer.Argument(help="The version (NAME/N, NAME@ALIAS or an id prefix).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the audit trail).")],
+    pooled: Annotated[bool, typer.Option("--pooled", help="Pool it even as a canary or a shadow.")] = False,
+    default: Annotated[bool, typer.Option("--default", help="Back to the default placement.")] = False,
+) -> None:
+    """Run a version in an instance of its own whatever its role (a model that needs its own memory, or one whose
+    native code you do not trust beside others). By default canaries and shadows run alone and champions share
+    the pooled workers; --pooled pools it always, --default goes back to that.
+
+    Example: tether isolate fraud/3 --reason "loads a 2 GiB embedding table"
+    """
+    if pooled and default:
+        raise InvalidInputError("--pooled and --default exclude each other")
+    alone = None if default else not pooled
+    with controller() as c:
+        vid = c.deployments.isolate(version, alone, reason=reason)
+    where = {None: "the default placement", True: "an instance of its own", False: "the pool"}[alone]
+    console.print(f"{short(vid)}: {where} (tether serve moves it once its new home answers)")
+
+
+def deployments(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+) -> None:
+    """A model's deployment events: deploys, retirements, placements, ended diagnostic shadows.
+
+    Example: tether deployments fraud
+    """
+    with controller() as c:
+        events = c.deployments.events(name, limit=limit)
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("at", "kind", "version", "actor", "reason"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, short(e.version_id or ""), e.actor, e.reason)
+    console.print(table)
+
+
+COMMANDS = [deploy, retire, isolate, deployments]

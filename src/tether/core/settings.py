@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,34 @@ class Settings(BaseSettings):
         le=256,
     )
 
+    pool_workers: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        description="Pooled worker processes that serve every champion, many models each (one per core by "
+        "default); canaries, shadows and versions flagged to run alone get a process of their own. 0: every "
+        "version in a process of its own, as before the pool.",
+        ge=0,
+        le=256,
+    )
+    pool_memory: str = Field(
+        default="auto",
+        description="The byte budget of the models the pool holds, shared equally by its workers, as bytes or with "
+        "a unit ('2GiB', '800MB'); each model is measured after it loads, and past the budget the least recently "
+        "used are evicted (those no routing table names first). 'auto': a quarter of the machine's memory, at "
+        "most 8 GiB.",
+        pattern=r"^(auto|\d+(\.\d+)?\s*([KMGT]i?B|B)?)$",
+    )
+    pool_idle_seconds: float = Field(
+        default=600.0,
+        description="A pooled model no routing table names any more is unloaded after this long without a request.",
+        gt=0,
+    )
+    instance_starts: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        description="How many model instances (processes of their own) may be starting at once; the rest wait.",
+        ge=1,
+        le=1024,
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -196,6 +225,23 @@ class Settings(BaseSettings):
             else:
                 out[f"TETHER_{name.upper()}"] = str(value)
         return out
+
+    @property
+    def pool_budget_bytes(self) -> int:
+        """`pool_memory` in bytes."""
+        text = self.pool_memory.strip()
+        if text == "auto":
+            try:
+                total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            except (ValueError, OSError, AttributeError):
+                total = 8 << 30
+            return int(min(8 << 30, total // 4))
+        units = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+        units.update({"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40})
+        found = re.match(r"\d+(\.\d+)?", text)  # the field's pattern guarantees a number first
+        number = found.group() if found is not None else "0"
+        unit = text[len(number) :].strip().upper() or "B"
+        return int(float(number) * units[unit])
 
     @property
     def tmp_dir(self) -> Path:

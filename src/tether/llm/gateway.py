@@ -47,7 +47,7 @@ from tether.llm.call import answer_headers as _headers
 from tether.llm.dispatch import Dispatcher, ReplicaPicker
 from tether.llm.grading import GradingLoop
 from tether.llm.intake import Intake
-from tether.llm.ledger import Budgets, LedgerWriter, read_limits, seed_from_ledger
+from tether.llm.ledger import Budgets, LedgerWriter, Limits, read_limits, seed_from_ledger
 from tether.llm.lookup import CacheStage
 from tether.llm.record import Recorder
 from tether.llm.sampler import Sampler
@@ -130,9 +130,10 @@ class LLMGateway:
         return info if info is not None else await asyncio.to_thread(self.version, version_id)
 
     # -- state ----------------------------------------------------------------------------------------------
-    def refresh(self) -> list[tuple[str, int]]:
-        """After the routing tables were re-read: note the LLM models, reload budgets, and invalidate the cache
-        entries of versions no table serves any more. Returns (version, entries dropped) for each."""
+    def refresh(self, limits: dict[str, Limits] | None = None) -> list[tuple[str, int]]:
+        """After the routing tables changed: note the LLM models, take the budgets' limits when they changed
+        (``limits``), and invalidate the cache entries of versions no table serves any more. Returns (version,
+        entries dropped) for each."""
         models = set()
         served: set[str] = set()
         for name, table in self.gw.tables.items():
@@ -142,7 +143,8 @@ class LLMGateway:
                 served.update(vids)
         self.llm_models = models
         self.gw.chat_only = models
-        self.budgets.set_limits(read_limits(self.db))
+        if limits is not None:
+            self.budgets.set_limits(limits)
         dropped = []
         for vid in self._served_versions - served:
             dropped.append((vid, self.caches.invalidate(vid)))
@@ -158,6 +160,10 @@ class LLMGateway:
             if b is not None and b.kind == "openai":
                 out[vid] = (b.endpoints[0], "openai", b.model or name)
         return out
+
+    def not_llm(self, version_id: str, name: str) -> None:
+        """Note a version of another flavor, read in bulk with the routing (no query per version on the loop)."""
+        self._specs.setdefault(version_id, (None, name))
 
     def _is_llm(self, version_id: str) -> bool:
         return self._spec_of(version_id)[0] is not None
@@ -175,7 +181,7 @@ class LLMGateway:
     def start(self) -> None:
         seed_from_ledger(self.db, self.budgets, self.gw.clock.now())
         self.grading.start()
-        self.refresh()
+        self.refresh(read_limits(self.db))
 
     def warm(self) -> list[str]:
         """Load what the first requests of the served LLM versions would otherwise load in the serving process

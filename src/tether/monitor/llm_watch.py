@@ -127,7 +127,8 @@ class LLMWatch:
 
     def _arms(self, model: str) -> tuple[str | None, str | None]:
         with self.db.connect() as conn:
-            row = conn.execute(select(routing).where(routing.c.model_name == model)).mappings().first()
+            q = select(routing).where(routing.c.model_name == model, routing.c.retired.is_(False))
+            row = conn.execute(q).mappings().first()
         return (None, None) if row is None else (row["champion_id"], row["canary_id"])
 
     @staticmethod

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select
+from sqlalchemy import Connection, func, insert, or_, select
 
 from tether.core import InvalidInputError, NotFoundError
 from tether.core.clock import Clock, SystemClock
@@ -77,6 +77,7 @@ class Watch:
         #: Called in the transaction of every anomaly it records (the leader lease's fence, when scaled out):
         #: a deposed leader's watch records nothing.
         self.fence: Callable[[Connection], None] | None = None
+        self._profile_cursor: int | None = None
 
     # -- configuration -------------------------------------------------------------------------------------
     def config(self, model: str) -> MonitorConfig:
@@ -185,12 +186,31 @@ class Watch:
         )
 
     # -- anomalies -----------------------------------------------------------------------------------------
-    def check(self, model: str, *, now: datetime | None = None) -> list[Anomaly]:
+    def profiled_since(self) -> set[str]:
+        """The models with live profile slices written since the last call (the first call: since now)."""
+        with self.db.connect() as conn:
+            if self._profile_cursor is None:
+                top = conn.execute(select(func.max(live_profiles.c.id))).scalar()
+                self._profile_cursor = int(top or 0)
+                since = self.clock.now() - timedelta(minutes=10)
+                q = select(live_profiles.c.model_name).where(live_profiles.c.slice_start >= since).distinct()
+                return {r[0] for r in conn.execute(q)}
+            q = (
+                select(live_profiles.c.model_name, func.max(live_profiles.c.id))
+                .where(live_profiles.c.id > self._profile_cursor)
+                .group_by(live_profiles.c.model_name)
+            )
+            rows = conn.execute(q).all()
+        if rows:
+            self._profile_cursor = max(int(r[1]) for r in rows)
+        return {r[0] for r in rows}
+
+    def check(self, model: str, *, now: datetime | None = None, config: MonitorConfig | None = None) -> list[Anomaly]:
         """Evaluate, and record each new alarm as an anomaly: one open anomaly per version/feature/segment/test,
         except that a medium-priority one whose effect has since grown to high priority is escalated (a new,
         high-priority anomaly naming it), so the actions that wait for high priority are not kept from acting
         by the first, milder sighting of the same shift."""
-        config = self.config(model)
+        config = config or self.config(model)
         if not config.enabled:
             return []
         now = now or self.clock.now()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 
 from tether.core.errors import IntegrityError, InvalidInputError
 from tether.core.types import VersionId, short
@@ -106,7 +107,52 @@ def history(conn: Connection, model_name: str, alias: str | None = None) -> list
     return events
 
 
-def _check(conn: Connection, events: list[AliasEvent]) -> None:
+def current_of(conn: Connection, models: list[str]) -> dict[str, dict[str, VersionId]]:
+    """model -> alias -> the version it names now, for many models in three queries, every history checked."""
+    out: dict[str, dict[str, VersionId]] = {}
+    for i in range(0, len(models), 500):
+        chunk = models[i : i + 500]
+        q = select(alias_events).where(alias_events.c.model_name.in_(chunk)).order_by(alias_events.c.id)
+        by_model: dict[str, list[AliasEvent]] = {}
+        for r in conn.execute(q).mappings():
+            e = _event(r)
+            by_model.setdefault(e.model_name, []).append(e)
+        evidence = _evidence(conn, [e for events in by_model.values() for e in events])
+        for name, events in by_model.items():
+            _check(conn, events, evidence)
+            now: dict[str, VersionId | None] = {}
+            for e in events:
+                now[e.alias] = e.version_id
+            out[name] = {a: v for a, v in sorted(now.items()) if v is not None}
+    return out
+
+
+#: The gate evidence alias moves are checked against: report rows by id; per model, its first policy's time and
+#: every policy digest it has had.
+Evidence = tuple[dict[str, Any], dict[str, tuple[datetime | None, set[str]]]]
+
+
+def _evidence(conn: Connection, events: list[AliasEvent]) -> Evidence:
+    gated = [e for e in events if e.alias in GATED and e.version_id is not None and not e.forced]
+    ids = sorted({e.gate_report_id for e in gated if e.gate_report_id})
+    reports: dict[str, Any] = {}
+    for i in range(0, len(ids), 500):
+        q = select(gate_reports).where(gate_reports.c.id.in_(ids[i : i + 500]))
+        reports.update({r["id"]: r for r in conn.execute(q).mappings()})
+    models = sorted({e.model_name for e in gated})
+    policies: dict[str, tuple[datetime | None, set[str]]] = {m: (None, set()) for m in models}
+    for i in range(0, len(models), 500):
+        q2 = select(gate_policies.c.model_name, gate_policies.c.at, gate_policies.c.digest).where(
+            gate_policies.c.model_name.in_(models[i : i + 500])
+        )
+        for name, at, digest in conn.execute(q2):
+            first, digests = policies[name]
+            policies[name] = (at if first is None or at < first else first, digests | {digest})
+    return reports, policies
+
+
+def _check(conn: Connection, events: list[AliasEvent], evidence: Evidence | None = None) -> None:
+    evidence = evidence if evidence is not None else _evidence(conn, events)
     last: dict[str, VersionId | None] = {}
     for e in events:
         before = last.get(e.alias)
@@ -119,17 +165,14 @@ def _check(conn: Connection, events: list[AliasEvent]) -> None:
                 hint="an alias event was written or removed behind tether's back; restore the database from a backup",
             )
         if e.alias in GATED and e.version_id is not None and not e.forced:
-            _check_gated(conn, e)
+            _check_gated(e, evidence)
         last[e.alias] = e.version_id
 
 
-def _check_gated(conn: Connection, e: AliasEvent) -> None:
-    row = None
-    if e.gate_report_id is not None:
-        row = conn.execute(select(gate_reports).where(gate_reports.c.id == e.gate_report_id)).mappings().first()
-    first_policy = conn.execute(
-        select(func.min(gate_policies.c.at)).where(gate_policies.c.model_name == e.model_name)
-    ).scalar_one()
+def _check_gated(e: AliasEvent, evidence: Evidence) -> None:
+    reports, policies = evidence
+    row = reports.get(e.gate_report_id) if e.gate_report_id is not None else None
+    first_policy, digests = policies.get(e.model_name, (None, set()))
     ok = (
         row is not None
         and row["verdict"] == "PASS"
@@ -139,12 +182,7 @@ def _check_gated(conn: Connection, e: AliasEvent) -> None:
             # A move made before the model had any gate policy (a store from before policies existed) was
             # judged by the rule of its time: a PASS for the pair. From the first policy on, it must be one.
             (row["policy_digest"] is None and (first_policy is None or e.at < first_policy))
-            or conn.execute(
-                select(func.count())
-                .select_from(gate_policies)
-                .where(gate_policies.c.model_name == e.model_name, gate_policies.c.digest == row["policy_digest"])
-            ).scalar_one()
-            > 0
+            or row["policy_digest"] in digests
         )
     )
     if not ok:
@@ -174,13 +212,9 @@ def of_versions(conn: Connection, model_name: str | None = None) -> dict[str, li
         else [r[0] for r in conn.execute(select(alias_events.c.model_name).distinct())]
     )
     out: dict[str, list[str]] = {}
-    for name in names:
-        now: dict[str, VersionId | None] = {}
-        for e in history(conn, name):
-            now[e.alias] = e.version_id
-        for alias, vid in sorted(now.items()):
-            if vid is not None:
-                out.setdefault(vid, []).append(alias)
+    for aliases in current_of(conn, names).values():
+        for alias, vid in aliases.items():
+            out.setdefault(vid, []).append(alias)
     return out
 
 

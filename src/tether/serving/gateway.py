@@ -38,20 +38,22 @@ from tether.serving import table as routing_table
 from tether.serving.auth import ApiKey, KeyRing
 from tether.serving.contract import InputValidator
 from tether.serving.exposition import exposition
-from tether.serving.protocols import _request_for, _response_from
-from tether.serving.protocols import service_seconds as _seconds
 from tether.serving.routing import Route, RoutingTable
 from tether.serving.runtime import Runtime
+from tether.serving.sketch import LatencySketch
+from tether.serving.switchboard import Switchboard
 from tether.serving.traces import TraceMemory
+from tether.serving.upstream import Upstream
 from tether.serving.window import MetricStore
-from tether.serving.worker import SERVICE_HEADER
 
 log = logging.getLogger("tether.gateway")
 
 MAX_RECORDS = 10_000
 #: Error kinds that are not the version's failures: no instance is up yet (starting; a crash is reported by
-#: itself). See docs/operations.md, "what counts against a version".
-NOT_THE_VERSIONS = frozenset({"unavailable"})
+#: itself), or the pooled worker that serves it beside other versions could not be reached (the infrastructure's
+#: failure: a kill -9 of a worker must not count against every version it held). See docs/operations.md, "what
+#: counts against a version".
+NOT_THE_VERSIONS = frozenset({"unavailable", "worker_down"})
 WARMUP_REQUESTS = 20
 TRACE_MEMORY = 200_000
 
@@ -79,10 +81,10 @@ class Gateway:
         self.audit = audit
         self._triads: dict[str, tuple[str, str, str]] = {}
         self.ids = TraceIdGenerator(self.clock)
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_body_bytes = max_body_bytes
-        self.tables: dict[str, RoutingTable] = {}
-        self.revisions: dict[str, int] = {}
+        #: The routing tables: desired (the database's) and effective (what serves each model now).
+        self.switch = Switchboard(runtime)
+        self.upstream = Upstream(runtime, timeout)
         self.validators: dict[str, InputValidator] = {}
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.shadow_tasks: set[asyncio.Task[None]] = set()
@@ -93,7 +95,6 @@ class Gateway:
         self.chat_only: set[str] = set()  # models served by /v1/chat/completions (tether.llm sets it)
         #: Which version answered each recent trace, for delayed labels (shared through Redis when scaled out).
         self.traces: TraceMemory = TraceMemory(TRACE_MEMORY)
-        self._session: aiohttp.ClientSession | None = None
         #: What the process around the gateway adds to /healthz and /metrics (its role, lease, routing state).
         self.health_extra: Callable[[], dict[str, Any]] | None = None
         #: What the server is still loading before it calls itself ready (``/healthz`` answers 503 meanwhile).
@@ -107,15 +108,43 @@ class Gateway:
         self.app.on_cleanup.append(self._close)
 
     # -- state --------------------------------------------------------------------------------------------
+    @property
+    def tables(self) -> dict[str, RoutingTable]:
+        """What serves each model now (`Switchboard.tables`)."""
+        return self.switch.tables
+
+    @property
+    def desired(self) -> dict[str, RoutingTable]:
+        return self.switch.desired
+
+    @property
+    def holding(self) -> dict[str, str]:
+        return self.switch.holding
+
+    @property
+    def revisions(self) -> dict[str, int]:
+        return self.switch.revisions
+
+    def set_desired(self, changed: dict[str, RoutingTable], gone: set[str], revisions: dict[str, int]) -> set[str]:
+        return self.switch.set_desired(changed, gone, revisions)
+
+    def apply(self, models: set[str] | None = None) -> set[str]:
+        return self.switch.apply(models)
+
+    def serving_versions(self) -> set[str]:
+        return self.switch.serving_versions()
+
+    def readiness(self) -> tuple[list[str], dict[str, str]]:
+        waiting, unready = self.switch.readiness()
+        return waiting + sorted(self.warming), unready
+
     def refresh_routing(self) -> dict[str, RoutingTable]:
         """Re-read the routing tables (cheap: one query); returns the tables that changed."""
         with self.registry.store.db.connect() as conn:
             current = routing_table.read_all(conn)
         changed = {m: t for m, (t, rev) in current.items() if self.revisions.get(m) != rev}
-        for m, (t, rev) in current.items():
-            self.tables[m], self.revisions[m] = t, rev
-        for m in set(self.tables) - set(current):
-            del self.tables[m]
+        gone = set(self.desired) - set(current)
+        self.set_desired(changed, gone, {m: rev for m, (_t, rev) in current.items()})
         return changed
 
     def validator(self, version_id: str) -> InputValidator:
@@ -126,20 +155,21 @@ class Gateway:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # One pooled connector for all instances; keep-alive connections are reused across requests.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=None),
-                timeout=self.timeout,
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-            )
-        return self._session
+        """The pooled client every call to an instance or an LLM backend goes through."""
+        return self.upstream.session
+
+    @property
+    def cold_loads(self) -> Counter[str]:
+        return self.upstream.cold_loads
+
+    @property
+    def cold_load_seconds(self) -> LatencySketch:
+        return self.upstream.cold_load_seconds
 
     async def _close(self, _app: web.Application) -> None:
         for task in list(self.shadow_tasks):
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        await self.upstream.close()
 
     # -- middleware ---------------------------------------------------------------------------------------
     @web.middleware
@@ -271,8 +301,9 @@ class Gateway:
             self.profiler.observe(model, route.version_id, records)
         # The instance reads only "records": the body goes on as it came, with no re-encoding (bench/gateway.py).
         payload = raw
-        status, result, error, service = await self._forward(route.version_id, payload, model)
-        latency = time.perf_counter() - started
+        status, result, error, service, loaded = await self.upstream.forward(route.version_id, payload, model)
+        # A cold load is the pool's cost, recorded apart (`cold_loads`): the version is judged on serving.
+        latency = time.perf_counter() - started - loaded
         if error in NOT_THE_VERSIONS:
             self.rejected[(model, error or "")] += 1  # the gateway's own unavailability: not the version's
         else:
@@ -330,41 +361,11 @@ class Gateway:
             headers={"X-Tether-Trace": trace, "X-Tether-Version": route.version_id},
         )
 
-    async def _forward(self, version_id: str, payload: bytes, model: str) -> tuple[int, Any, str | None, float | None]:
-        """(status, the instance's ``{"outputs": [...]}`` as JSON bytes or an error message, error kind or None,
-        the instance's service time in seconds if it reported one)."""
-        inst = self.runtime.instance(version_id)
-        if inst is None:
-            return (
-                503,
-                f"no running instance for version {version_id[:12]}… (starting or crashed)",
-                "unavailable",
-                None,
-            )
-        try:
-            url, data = _request_for(inst, model, payload)
-            async with self.session.post(url, data=data, headers={"Content-Type": "application/json"}) as resp:
-                raw = await resp.read()
-                service = _seconds(resp.headers.get(SERVICE_HEADER))
-                if resp.status != 200:
-                    # The instance's own text (an exception message, a stack) stays in the log and on the audit
-                    # trail; the client learns only that the version failed, and the trace id to ask about.
-                    detail = raw[:2000].decode(errors="replace")
-                    log.warning("instance %s… answered %d: %s", version_id[:12], resp.status, detail[:300])
-                    return 502, detail, "backend_status", service
-                if not raw.startswith(b'{"outputs":'):
-                    raw = orjson.dumps(_response_from(inst, orjson.loads(raw)))
-                return 200, raw, None, service
-        except TimeoutError:
-            return 504, f"instance {version_id[:12]}… did not answer within {self.timeout.total} s", "timeout", None
-        except aiohttp.ClientError as e:
-            return 502, f"instance {version_id[:12]}… is unreachable: {type(e).__name__}", "backend_down", None
-
     async def _shadow(self, model: str, version_id: str, payload: bytes, at: datetime, arm: str = "shadow") -> None:
         started = time.perf_counter()
-        service = None
+        service, loaded = None, 0.0
         try:
-            _, _, error, service = await self._forward(version_id, payload, model)
+            _, _, error, service, loaded = await self.upstream.forward(version_id, payload, model)
         except Exception:  # a shadow can never affect the live path
             error = "shadow_failure"
         if error in NOT_THE_VERSIONS:
@@ -374,7 +375,7 @@ class Gateway:
             version_id,
             self._arm(version_id, arm),
             at,
-            latency=time.perf_counter() - started,
+            latency=time.perf_counter() - started - loaded,
             service=service,
             records=0,
             error=error,
@@ -436,13 +437,16 @@ class Gateway:
         self.traces.remember(trace, (model, version, arm, at, outputs))
 
     async def health(self, _request: web.Request) -> web.Response:
-        """200 once every deployed model's champion has a running instance and the warm-up is done; 503
-        (status "starting", naming what it waits for) before."""
-        waiting = sorted(m for m, t in self.tables.items() if self.runtime.instance(t.champion) is None)
-        waiting += sorted(self.warming)  # loaded before the first requests rather than in the middle of them
-        body: dict[str, Any] = {"status": "starting" if waiting else "ok", "models": sorted(self.tables)}
+        """200 once every deployed model's champion can answer (or has failed to start: it is named, and the others
+        serve) and the warm-up is done; 503 (status "starting", naming what it waits for) before."""
+        waiting, unready = self.readiness()
+        status = "starting" if waiting else ("degraded" if unready else "ok")
+        body: dict[str, Any] = {"status": status, "models": len(self.tables)}
         if waiting:
-            body["waiting_for"] = waiting
+            body["waiting_for"] = waiting[:100]
+        if unready:
+            body["unready"] = dict(sorted(unready.items())[:100])
+            body["unready_count"] = len(unready)
         if self.profiler is not None and self.profiler.write_failures:
             body["drift_watch"] = {"write_failures": self.profiler.write_failures, "last": self.profiler.last_error}
         if self.health_extra is not None:

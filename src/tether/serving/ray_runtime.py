@@ -192,6 +192,9 @@ class RayRuntime:
     def instance(self, version_id: str) -> Instance | None:
         return self._instances.get(version_id)
 
+    def ready(self, version_id: str) -> bool:
+        return version_id in self._instances
+
     async def ensure(self, version_id: str) -> Instance:
         if (inst := self._instances.get(version_id)) is not None:
             return inst

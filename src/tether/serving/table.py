@@ -1,4 +1,9 @@
-"""The routing table in the database: the one place the controller writes and every gateway reads."""
+"""The routing table in the database: the one place the controller writes and every gateway reads.
+
+A retired model keeps its row (``retired``), so a gateway that reads only the rows changed since its last look
+(`read_since`, by the ``seq`` a database trigger stamps on every write: `tether.store.changes`) learns that it is
+gone; every other read treats a retired row as no row.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,37 @@ from tether.store.tables import endpoints, routing
 
 def read(conn: Connection, model: str) -> tuple[RoutingTable, int] | None:
     """The model's table and its revision (None when the model is not deployed)."""
-    row = conn.execute(select(routing).where(routing.c.model_name == model)).mappings().first()
+    row = (
+        conn.execute(select(routing).where(routing.c.model_name == model, routing.c.retired.is_(False)))
+        .mappings()
+        .first()
+    )
     if row is None:
         return None
     return _table(row), int(row["revision"])
 
 
 def read_all(conn: Connection) -> dict[str, tuple[RoutingTable, int]]:
-    return {r["model_name"]: (_table(r), int(r["revision"])) for r in conn.execute(select(routing)).mappings()}
+    """Every deployed model's table and revision."""
+    q = select(routing).where(routing.c.retired.is_(False))
+    return {r["model_name"]: (_table(r), int(r["revision"])) for r in conn.execute(q).mappings()}
+
+
+def read_since(conn: Connection, seq: int) -> tuple[dict[str, tuple[RoutingTable, int]], set[str], int]:
+    """The tables written after counter value ``seq``: (deployed ones with their revision, retired models, the
+    highest ``seq`` read, or ``seq`` when nothing was)."""
+    deployed: dict[str, tuple[RoutingTable, int]] = {}
+    retired: set[str] = set()
+    top = seq
+    for r in conn.execute(select(routing).where(routing.c.seq > seq).order_by(routing.c.seq)).mappings():
+        top = max(top, int(r["seq"]))
+        if r["retired"]:
+            retired.add(r["model_name"])
+            deployed.pop(r["model_name"], None)
+        else:
+            deployed[r["model_name"]] = (_table(r), int(r["revision"]))
+            retired.discard(r["model_name"])
+    return deployed, retired, top
 
 
 def write(conn: Connection, table: RoutingTable, at: datetime) -> None:
@@ -39,8 +67,33 @@ def write(conn: Connection, table: RoutingTable, at: datetime) -> None:
         conn.execute(insert(routing).values(model_name=table.model, revision=1, **values))
     else:
         conn.execute(
-            update(routing).where(routing.c.model_name == table.model).values(revision=current[0] + 1, **values)
+            update(routing)
+            .where(routing.c.model_name == table.model)
+            .values(revision=current[0] + 1, retired=False, **values)
         )
+
+
+def retire(conn: Connection, model: str, at: datetime) -> RoutingTable:
+    """Stop serving ``model``: its row stays as a tombstone (see the module's docstring); returns what it served."""
+    current = read(conn, model)
+    if current is None:
+        raise NotFoundError(f"{model} is not deployed", hint="see 'tether models --stage serving'")
+    table, revision = current
+    conn.execute(
+        update(routing)
+        .where(routing.c.model_name == model)
+        .values(
+            retired=True,
+            revision=revision + 1,
+            canary_id=None,
+            canary_bp=0,
+            shadow_id=None,
+            shadow_bp=0,
+            mirror_bp=0,
+            updated_at=at,
+        )
+    )
+    return table
 
 
 def _table(row: object) -> RoutingTable:

@@ -16,11 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -92,14 +88,19 @@ class Database:
         self.migrate()
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration; costs one query when it already is."""
+        """Bring the schema to the newest migration; costs one query when it already is (and imports Alembic
+        only when it is not: a model worker opening the store at head never loads it, nor Mako and Pygments
+        behind it)."""
         with self._connect() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == self.head_revision():
+            if _revision(conn) == self.head_revision():
                 return
+        from alembic import command
+        from alembic.config import Config
+
         with Database._migrate_lock, self._process_lock(), self._connect() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-            if MigrationContext.configure(conn).get_current_revision() != self.head_revision():
+            if _revision(conn) != self.head_revision():
                 cfg = Config()
                 cfg.set_main_option("script_location", str(MIGRATIONS))
                 cfg.attributes["connection"] = conn
@@ -108,14 +109,14 @@ class Database:
 
     @staticmethod
     @functools.cache
-    def head_revision() -> str | None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        return ScriptDirectory.from_config(cfg).get_current_head()
+    def head_revision() -> str:
+        """The newest migration's revision: migrations are numbered files (``0012_score_sums.py`` is revision
+        ``0012``) in one line, so the head is the largest number (a test checks it against Alembic's own)."""
+        return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return _revision(conn)
 
     @contextlib.contextmanager
     def _process_lock(self) -> Iterator[None]:
@@ -157,6 +158,14 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _revision(conn: Connection) -> str | None:
+    """The schema's revision as Alembic records it (None for an empty database)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    return None if row is None else str(row[0])
 
 
 def is_immutability_violation(exc: BaseException) -> bool:

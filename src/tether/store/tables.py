@@ -174,6 +174,10 @@ routing = Table(
     Column("salt", String(200), nullable=False, server_default=""),
     Column("mirror_bp", Integer, nullable=False, server_default="0"),
     Column("updated_at", UTCDateTime, nullable=False),
+    #: Stamped by a database trigger with the ``routing`` change counter at every write (see `changes`).
+    Column("seq", BigInteger, nullable=False, server_default="0", index=True),
+    #: A retired model keeps its row as a tombstone, so a reader of what changed learns that it is gone.
+    Column("retired", Boolean, nullable=False, server_default=false()),
 )
 
 rollouts = Table(
@@ -194,6 +198,8 @@ rollouts = Table(
     Column("created_by", String(200), nullable=False),
     #: Bumped by every decision on the rollout; a decision names the revision it judged (see rollout.fence).
     Column("revision", Integer, nullable=False, server_default="0"),
+    #: After a rollback: when the candidate's diagnostic shadow ends (None: it has ended, or there was none).
+    Column("shadow_until", UTCDateTime),
 )
 
 rollout_events = Table(
@@ -268,6 +274,7 @@ monitor_configs = Table(
     Column("config", JSON, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("updated_by", String(200), nullable=False),
+    Column("seq", BigInteger, nullable=False, server_default="0", index=True),
 )
 
 anomalies = Table(
@@ -300,6 +307,63 @@ anomaly_resolutions = Table(
     Column("reason", Text, nullable=False),
 )
 
+#: One counter per topic (a table), moved by database triggers with every write to it; ``routing``,
+#: ``monitor_configs`` and ``placements`` rows are stamped with the new value in their ``seq`` (migration 0013).
+changes = Table(
+    "changes",
+    metadata,
+    Column("topic", String(40), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+
+#: Versions that must run in an instance of their own (``alone``), whatever their role; or, with ``alone`` false,
+#: that may be pooled like any champion.
+placements = Table(
+    "placements",
+    metadata,
+    Column("version_id", DIGEST, ForeignKey("model_versions.id"), primary_key=True),
+    Column("alone", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("seq", BigInteger, nullable=False, server_default="0", index=True),
+)
+
+#: What happened to a model's serving outside a rollout: deployed, retired, a version flagged to run alone or
+#: pooled, a diagnostic shadow ended. Insert-only; on the audit trail (``tether.audit.bridge``).
+deployment_events = Table(
+    "deployment_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(200), nullable=False, index=True),
+    Column("kind", String(30), nullable=False),
+    Column("version_id", DIGEST),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+
+#: Who owns a model and how to find it among thousands: an owner, a description, tags (`model_tags`), and how old
+#: its champion may grow before the fleet view flags it.
+model_info = Table(
+    "model_info",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(200), index=True),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("max_champion_age_days", Float),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+
+model_tags = Table(
+    "model_tags",
+    metadata,
+    Column("model_name", String(200), primary_key=True),
+    Column("tag", String(100), primary_key=True, index=True),
+)
+
 #: Tables whose rows can never change once written; enforced by database triggers (re-asserted over all of
 #: them by migration 0007, with TRUNCATE refused on PostgreSQL).
 IMMUTABLE_TABLES = (
@@ -319,6 +383,7 @@ IMMUTABLE_TABLES = (
     "grader_scores",
     "prompt_samples",
     "anchor_sets",
+    "deployment_events",
 )
 
 llm_ledger = Table(

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tether.api.pages import Limit, Offset, page
 from tether.registry import catalog
 from tether.registry.version import ModelVersion
-from tether.ui.app import Viewer, render
+from tether.ui.app import Viewer, checked_form, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,10 +43,41 @@ def where_it_runs(server: Any, mv: ModelVersion) -> list[dict[str, Any]]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def models_page(request: Request, caller: Viewer) -> HTMLResponse:
+def models_page(
+    request: Request,
+    caller: Viewer,
+    q: Annotated[str | None, Query()] = None,
+    tag: Annotated[str | None, Query()] = None,
+    owner: Annotated[str | None, Query()] = None,
+    stage: Annotated[str | None, Query()] = None,
+    health: Annotated[str | None, Query()] = None,
+    after: Annotated[str | None, Query()] = None,
+) -> HTMLResponse:
+    """The fleet at a glance (each number a link to its filtered list), then a page of models: searchable by name,
+    tag, owner, stage and health, keyset-paged (50 a page whatever the fleet's size)."""
+    from tether.rollout.fleet import summary
+
     server = request.app.state.server
-    found = catalog.models(server.registry)
-    return render(request, "models.html", caller, found=found, tables=server.gateway.tables)
+    live = server.live()
+    query = catalog.ModelQuery(q or None, tag or None, owner or None, stage or None, health or None, after or None, 50)
+    found = catalog.search(server.registry, query, live)
+    fleet = summary(server.registry, server.clock.now(), live)
+    filters = {"q": q or "", "tag": tag or "", "owner": owner or "", "stage": stage or "", "health": health or ""}
+    kept = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v)
+    return render(
+        request,
+        "models.html",
+        caller,
+        found=found.items,
+        total=found.total,
+        next_url=f"/?{kept + '&' if kept else ''}after={quote(found.next)}" if found.next else None,
+        filters=filters,
+        stages=catalog.STAGES,
+        healths=catalog.HEALTH,
+        fleet=fleet,
+        links=fleet.links(),
+        tables=server.gateway.tables,
+    )
 
 
 @router.get("/models/{name}", response_class=HTMLResponse)
@@ -85,6 +117,8 @@ def model_page(
         reports=list_reports(reg, name)[::-1][:20],
         reproduce={mv.id: catalog.reproduce_instructions(mv) for mv in shown.items},
         table=server.gateway.tables.get(name),
+        deployments=server.controller.deployments.events(name, limit=20),
+        can_retire=caller.may("deploy") and name in server.gateway.desired,
     )
 
 
@@ -120,15 +154,22 @@ def _has_champion(reg: Any, name: str) -> bool:
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request, caller: Viewer, a: str, b: str) -> HTMLResponse:
     reg = request.app.state.server.registry
-    left, right = reg.get(a), reg.get(b)
-    metrics = sorted(set(left.metrics) | set(right.metrics))
-    fields_l = {f["name"]: f for f in left.input_schema.get("fields", [])}
-    fields_r = {f["name"]: f for f in right.input_schema.get("fields", [])}
-    inputs = [(n, fields_l.get(n), fields_r.get(n)) for n in sorted(set(fields_l) | set(fields_r))]
-    params = sorted(set(left.params) | set(right.params))
-    return render(
-        request, "compare.html", caller, left=left, right=right, metrics=metrics, inputs=inputs, params=params
+    return render(request, "compare.html", caller, c=catalog.compare(reg, a, b))
+
+
+@router.post("/models/{name}/retire")
+async def retire_model(request: Request, name: str) -> Response:
+    """Stop serving a model (a deployer's button, confirmed, with a reason; on the audit trail)."""
+    import asyncio
+
+    caller, form = await checked_form(request, "deploy")
+    reason = form.get("reason", "").strip() or "retired from the dashboard"
+    server = request.app.state.server
+    await asyncio.to_thread(
+        server.controller.deployments.retire, name, reason=f"{reason} (dashboard)", actor=caller.name
     )
+    server.refresh_soon()
+    return RedirectResponse(f"/models/{name}", status_code=303)
 
 
 @router.get("/gate-reports/{report_id}", response_class=HTMLResponse)

@@ -129,8 +129,11 @@ class LoadedModel:
         input_schema: dict[str, Any],
         *,
         on_close: Callable[[], None] | None = None,
+        weights_bytes: int = 0,
     ) -> None:
         self.version_id = version_id
+        #: The size of the verified weights on disk (a pooled worker never accounts the model at less).
+        self.weights_bytes = weights_bytes
         self.native = predictor
         self.input_columns = [f["name"] for f in input_schema["fields"]]
         self._on_close = on_close
